@@ -1,0 +1,120 @@
+"""procpool: a drop-in for ``multiprocessing``'s Pool and Process that never hangs.
+
+``from procpool import Pool`` gives the standard library's API; a worker that dies fails only its
+own task (:class:`WorkerLostError`), the pool replaces it and goes on. See the README for the
+deliberate differences from ``multiprocessing``.
+
+``Pool`` and ``Process`` are procpool's own. The synchronisation and communication primitives
+(``Queue``, ``Pipe``, ``Lock``, ``Manager``...) are the standard library's, made by the context of
+procpool's current start method (``forkserver`` on Linux unless set otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from multiprocessing import (
+    AuthenticationError,
+    BufferTooShort,
+    ProcessError,
+    TimeoutError,
+    active_children,
+    current_process,
+    freeze_support,
+    parent_process,
+    set_executable,
+    set_forkserver_preload,
+)
+from typing import Any
+
+from ._context import (
+    Context,
+    get_all_start_methods,
+    get_context,
+    get_start_method,
+    set_start_method,
+)
+from ._cpu import cpu_count
+from ._errors import (
+    BrokenPoolError,
+    InitializerError,
+    PoolTerminatedError,
+    ProcpoolError,
+    TaskDecodeError,
+    TaskTimeoutError,
+    WorkerLostError,
+)
+from ._pool import Pool
+from ._process import Process
+
+__version__ = "0.1.0"
+
+
+def _from_context(name: str) -> Callable[..., Any]:
+    def make(*args: Any, **kwargs: Any) -> Any:
+        return getattr(get_context(), name)(*args, **kwargs)
+
+    make.__name__ = make.__qualname__ = name
+    make.__doc__ = f"The standard library's ``{name}``, from procpool's current start method."
+    return make
+
+
+Array = _from_context("Array")
+Barrier = _from_context("Barrier")
+BoundedSemaphore = _from_context("BoundedSemaphore")
+Condition = _from_context("Condition")
+Event = _from_context("Event")
+JoinableQueue = _from_context("JoinableQueue")
+Lock = _from_context("Lock")
+Manager = _from_context("Manager")
+Pipe = _from_context("Pipe")
+Queue = _from_context("Queue")
+RLock = _from_context("RLock")
+RawArray = _from_context("RawArray")
+RawValue = _from_context("RawValue")
+Semaphore = _from_context("Semaphore")
+SimpleQueue = _from_context("SimpleQueue")
+Value = _from_context("Value")
+
+__all__ = [
+    "Array",
+    "AuthenticationError",
+    "Barrier",
+    "BoundedSemaphore",
+    "BrokenPoolError",
+    "BufferTooShort",
+    "Condition",
+    "Context",
+    "Event",
+    "InitializerError",
+    "JoinableQueue",
+    "Lock",
+    "Manager",
+    "Pipe",
+    "Pool",
+    "PoolTerminatedError",
+    "Process",
+    "ProcessError",
+    "ProcpoolError",
+    "Queue",
+    "RLock",
+    "RawArray",
+    "RawValue",
+    "Semaphore",
+    "SimpleQueue",
+    "TaskDecodeError",
+    "TaskTimeoutError",
+    "TimeoutError",
+    "Value",
+    "WorkerLostError",
+    "active_children",
+    "cpu_count",
+    "current_process",
+    "freeze_support",
+    "get_all_start_methods",
+    "get_context",
+    "get_start_method",
+    "parent_process",
+    "set_executable",
+    "set_forkserver_preload",
+    "set_start_method",
+]

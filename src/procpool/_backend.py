@@ -1,0 +1,73 @@
+"""The small interface between the Pool facade and whatever runs its tasks.
+
+The facade turns calls into :class:`PreparedTask` objects (function and arguments already
+pickled, in the caller's thread) and hands them to a :class:`Backend`; the backend reports each
+task's outcome to the task's :class:`ResultSink`. The local process backend
+(``_scheduler.ProcessBackend``) is one implementation; a cluster backend implements the same few
+methods and the facade never knows which it talks to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from typing import Protocol
+
+from ._protocol import Mode, Status
+
+__all__ = ["Backend", "PreparedTask", "ResultSink"]
+
+
+class ResultSink(Protocol):
+    """Where a task's outcome goes: one of the result objects the caller holds.
+
+    ``index`` says which part of the sink's job the task is (the chunk number of a map).
+    Both methods may be called from the backend's thread and must return quickly.
+    """
+
+    def _deliver(self, index: int, status: Status, payload: memoryview) -> None:
+        """The task ran; ``payload`` is the still-pickled result or exception."""
+
+    def _fail(self, index: int, exc: BaseException) -> None:
+        """The task could not run or could not finish (its worker died, say)."""
+
+
+@dataclass(slots=True)
+class PreparedTask:
+    """One unit of work, pickled and ready to travel."""
+
+    mode: Mode
+    function: bytes
+    arguments: bytes
+    sink: ResultSink
+    index: int
+    label: str  # names the function in error messages
+    timeout: float | None = None
+
+
+class Backend(Protocol):
+    """What the Pool facade needs from the thing that runs tasks. Every method is thread-safe."""
+
+    def submit(self, tasks: list[PreparedTask]) -> None:
+        """Queue tasks; each one's outcome reaches its sink, whatever happens to the pool."""
+
+    def open_source(self) -> None:
+        """A lazy producer (an imap feeder) will submit more: keep going until it closes."""
+
+    def close_source(self) -> None:
+        """The lazy producer opened with :meth:`open_source` has submitted everything."""
+
+    def close(self) -> None:
+        """Accept no new work; finish what was submitted, then release the workers."""
+
+    def terminate(self) -> None:
+        """Stop at once: fail every unfinished task, end every worker; returns when done."""
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the backend has finished after close or terminate; True if it has."""
+
+    def repopulate(self) -> None:
+        """Bring the workers back to full strength now."""
+
+    def processes(self) -> list[BaseProcess]:
+        """The worker processes alive at this moment (empty for a backend without them)."""

@@ -1,0 +1,335 @@
+"""The scheduling policy: every dispatch, respawn, retirement and deadline decision, without I/O.
+
+The scheduler thread feeds a :class:`Policy` events (a task was submitted, a worker became ready,
+a task finished, a worker exited, time passed) and carries out the actions it returns (spawn a
+worker, send it tasks, stop or kill it, fail tasks). Nothing here touches a process, a pipe or the
+real clock, so the policy is tested with plain method calls and an injected clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Action",
+    "Fail",
+    "FailReason",
+    "Kill",
+    "Lifecycle",
+    "Policy",
+    "Send",
+    "Spawn",
+    "Stop",
+    "TaskInfo",
+]
+
+# Workers that die before they ever report ready, this many times in a row, break the pool:
+# something in start-up (an import, the initializer) kills every worker, and respawning forever
+# would leave the caller waiting forever.
+MAX_STARTUP_FAILURES = 3
+
+# Largest batch of independent tasks sent to one worker in one message. Batching amortises the
+# round trip on queues of tiny tasks; the cap bounds how much work one slow task can hold back.
+MAX_BATCH = 64
+
+
+class Lifecycle(str, enum.Enum):
+    """The pool's lifecycle; the values are the standard library's state names."""
+
+    INIT = "INIT"  # the facade's state while the pool is being built
+    RUN = "RUN"
+    CLOSE = "CLOSE"
+    TERMINATE = "TERMINATE"
+    BROKEN = "BROKEN"
+
+
+class _Phase(enum.Enum):
+    STARTING = enum.auto()  # spawned, initializer not yet reported done
+    IDLE = enum.auto()
+    BUSY = enum.auto()
+    LEAVING = enum.auto()  # told to stop or killed; waiting for it to exit
+
+
+class FailReason(enum.Enum):
+    """Why the policy failed tasks; the scheduler turns each into an exception."""
+
+    WORKER_LOST = enum.auto()  # the worker holding them died
+    TIMED_OUT = enum.auto()  # the task ran past its deadline; its worker was killed
+    TERMINATED = enum.auto()  # terminate() was called
+    BROKEN = enum.auto()  # the pool broke (initializer failed, no worker can start)
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the policy knows of a task: its id and how long it may run once started."""
+
+    task_id: int
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Spawn:
+    wid: int
+
+
+@dataclass(frozen=True)
+class Send:
+    wid: int
+    task_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Ask the worker to exit once it is idle (it is idle when this is sent)."""
+
+    wid: int
+
+
+@dataclass(frozen=True)
+class Kill:
+    wid: int
+
+
+@dataclass(frozen=True)
+class Fail:
+    task_ids: tuple[int, ...]
+    reason: FailReason
+    wid: int | None = None  # the worker involved, for WORKER_LOST and TIMED_OUT
+
+
+Action = Spawn | Send | Stop | Kill | Fail
+
+
+@dataclass
+class _Worker:
+    wid: int
+    phase: _Phase = _Phase.STARTING
+    completed: int = 0  # batches' tasks finished, for maxtasksperchild
+    batch: list[TaskInfo] = field(default_factory=list)
+    deadline: float | None = None
+
+
+class Policy:
+    """Decides what the pool does next; owned and driven by the scheduler thread alone."""
+
+    def __init__(
+        self,
+        processes: int,
+        maxtasksperchild: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.size = processes
+        self.maxtasks = maxtasksperchild
+        self.state = Lifecycle.RUN
+        self._clock = clock
+        self._pending: deque[TaskInfo] = deque()
+        self._workers: dict[int, _Worker] = {}
+        self._next_wid = 0
+        self._startup_failures = 0
+        self._open_sources = 0
+
+    # -- queries ------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """True once the pool has no work left and no worker: the scheduler may exit."""
+        if self._workers:
+            return False
+        if self.state in (Lifecycle.TERMINATE, Lifecycle.BROKEN):
+            return True
+        return self.state is Lifecycle.CLOSE and not self._pending and not self._open_sources
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def worker_ids(self) -> list[int]:
+        return list(self._workers)
+
+    def in_flight(self, wid: int) -> tuple[int, ...]:
+        """Ids of the tasks the worker holds."""
+        return tuple(t.task_id for t in self._workers[wid].batch)
+
+    def next_deadline(self) -> float | None:
+        """The earliest moment a running task times out, or None: the scheduler's wait timeout."""
+        deadlines = [w.deadline for w in self._workers.values() if w.deadline is not None]
+        return min(deadlines, default=None)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def start(self) -> list[Action]:
+        """The pool starts: spawn the full complement of workers."""
+        return self._replenish()
+
+    def repopulate(self) -> list[Action]:
+        """Bring the pool back to full size (the standard library's ``_repopulate_pool``)."""
+        return self._replenish() + self._dispatch()
+
+    def submit(self, tasks: Iterable[TaskInfo]) -> list[Action]:
+        tasks = list(tasks)
+        if self.state in (Lifecycle.TERMINATE, Lifecycle.BROKEN):
+            reason = (
+                FailReason.TERMINATED if self.state is Lifecycle.TERMINATE else FailReason.BROKEN
+            )
+            return [Fail(tuple(t.task_id for t in tasks), reason)]
+        self._pending.extend(tasks)
+        return self._dispatch()
+
+    def source_opened(self) -> None:
+        """A lazy task source (an imap) may still submit tasks: do not wind down before it ends."""
+        self._open_sources += 1
+
+    def source_closed(self) -> list[Action]:
+        self._open_sources -= 1
+        return self._dispatch()
+
+    def worker_ready(self, wid: int) -> list[Action]:
+        worker = self._workers[wid]
+        self._startup_failures = 0
+        if worker.phase is _Phase.STARTING:
+            worker.phase = _Phase.IDLE
+        return self._dispatch()
+
+    def task_done(self, wid: int, task_id: int) -> list[Action]:
+        """The worker reported the task's outcome (a result or the task's own exception)."""
+        worker = self._workers[wid]
+        remaining = [t for t in worker.batch if t.task_id != task_id]
+        if len(remaining) == len(worker.batch):
+            return []  # a late report for a task already failed (timed out, say)
+        worker.batch = remaining
+        worker.completed += 1
+        if worker.batch or worker.phase is not _Phase.BUSY:
+            return []
+        worker.deadline = None
+        worker.phase = _Phase.IDLE
+        actions: list[Action] = []
+        if self.maxtasks is not None and worker.completed >= self.maxtasks:
+            worker.phase = _Phase.LEAVING
+            actions.append(Stop(wid))
+            actions += self._replenish()
+        return actions + self._dispatch()
+
+    def worker_exited(self, wid: int) -> list[Action]:
+        """The worker's process ended, expectedly or not; fail what it held and replace it."""
+        worker = self._workers.pop(wid)
+        actions: list[Action] = []
+        if worker.batch:
+            actions.append(
+                Fail(tuple(t.task_id for t in worker.batch), FailReason.WORKER_LOST, wid)
+            )
+        if worker.phase is _Phase.STARTING:
+            self._startup_failures += 1
+            if self._startup_failures >= MAX_STARTUP_FAILURES:
+                return actions + self.break_pool()
+        return actions + self._replenish() + self._dispatch()
+
+    def spawn_failed(self, wid: int) -> list[Action]:
+        """Starting a worker raised; go on with the others, or break if there are none."""
+        del self._workers[wid]
+        if not self._workers:
+            return self.break_pool()
+        return self._dispatch()
+
+    def break_pool(self) -> list[Action]:
+        """The pool cannot go on (its initializer raised): fail what waits, stop every worker."""
+        if self.state in (Lifecycle.TERMINATE, Lifecycle.BROKEN):
+            return []
+        self.state = Lifecycle.BROKEN
+        return self._fail_pending(FailReason.BROKEN) + self._wind_down()
+
+    def expire(self) -> list[Action]:
+        """Kill the workers whose task ran past its deadline; fail those tasks."""
+        now = self._clock()
+        actions: list[Action] = []
+        for worker in self._workers.values():
+            if worker.deadline is not None and worker.deadline <= now:
+                timed_out = tuple(t.task_id for t in worker.batch)
+                worker.batch, worker.deadline, worker.phase = [], None, _Phase.LEAVING
+                actions += [Kill(worker.wid), Fail(timed_out, FailReason.TIMED_OUT, worker.wid)]
+        return actions + self._replenish() if actions else actions
+
+    def close(self) -> list[Action]:
+        """No more tasks will come (but lazy sources already open may still add theirs)."""
+        if self.state is Lifecycle.RUN:
+            self.state = Lifecycle.CLOSE
+        return self._dispatch()
+
+    def terminate(self) -> list[Action]:
+        """Stop now: fail every pending and running task, kill every worker."""
+        if self.state is Lifecycle.TERMINATE:
+            return []
+        self.state = Lifecycle.TERMINATE
+        actions = self._fail_pending(FailReason.TERMINATED)
+        for worker in self._workers.values():
+            if worker.batch:
+                actions.append(Fail(tuple(t.task_id for t in worker.batch), FailReason.TERMINATED))
+            worker.batch, worker.deadline, worker.phase = [], None, _Phase.LEAVING
+            actions.append(Kill(worker.wid))
+        return actions
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def _wants_workers(self) -> bool:
+        if self.state is Lifecycle.RUN:
+            return True
+        return self.state is Lifecycle.CLOSE and bool(self._pending or self._open_sources)
+
+    def _replenish(self) -> list[Action]:
+        if not self._wants_workers():
+            return []
+        active = sum(w.phase is not _Phase.LEAVING for w in self._workers.values())
+        actions: list[Action] = []
+        for _ in range(self.size - active):
+            wid = self._next_wid
+            self._next_wid += 1
+            self._workers[wid] = _Worker(wid)
+            actions.append(Spawn(wid))
+        return actions
+
+    def _dispatch(self) -> list[Action]:
+        actions: list[Action] = []
+        for worker in self._workers.values():
+            if not self._pending:
+                break
+            if worker.phase is _Phase.IDLE:
+                actions.append(self._send_batch(worker))
+        if not self._pending and not self._wants_workers():
+            actions += self._wind_down()
+        return actions
+
+    def _send_batch(self, worker: _Worker) -> Send:
+        limit = max(1, min(MAX_BATCH, len(self._pending) // (4 * self.size)))
+        if self.maxtasks is not None:
+            limit = min(limit, self.maxtasks - worker.completed)
+        batch = [self._pending.popleft()]
+        # A task with a deadline travels alone, so that its deadline starts when it starts.
+        if batch[0].timeout is None:
+            while len(batch) < limit and self._pending and self._pending[0].timeout is None:
+                batch.append(self._pending.popleft())
+        worker.batch, worker.phase = batch, _Phase.BUSY
+        if batch[0].timeout is not None:
+            worker.deadline = self._clock() + batch[0].timeout
+        return Send(worker.wid, tuple(t.task_id for t in batch))
+
+    def _wind_down(self) -> list[Action]:
+        """Stop the idle workers once nothing more will be asked of them."""
+        actions: list[Action] = []
+        for worker in self._workers.values():
+            if worker.phase is _Phase.IDLE:
+                worker.phase = _Phase.LEAVING
+                actions.append(Stop(worker.wid))
+            elif worker.phase is _Phase.STARTING and self.state is Lifecycle.BROKEN:
+                worker.phase = _Phase.LEAVING
+                actions.append(Kill(worker.wid))
+        return actions
+
+    def _fail_pending(self, reason: FailReason) -> list[Action]:
+        if not self._pending:
+            return []
+        failed = tuple(t.task_id for t in self._pending)
+        self._pending.clear()
+        return [Fail(failed, reason)]

@@ -1,0 +1,358 @@
+"""``procpool.Pool``: the standard library's ``multiprocessing.Pool`` API on a backend that never hangs.
+
+The facade owns no pool state beyond its lifecycle: it validates arguments, pickles functions
+and arguments in the caller's thread, hands the resulting tasks to its backend and returns the
+result objects the backend fills in. Lazy inputs (``imap``, ``imap_unordered``) are read by one
+feeder thread per call, which runs at most a window of chunks ahead of the consumer.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import islice
+from typing import Any, NoReturn, TypeVar
+
+from ._backend import Backend, PreparedTask
+from ._callbacks import CallbackRunner
+from ._context import get_context
+from ._cpu import cpu_count
+from ._errors import PoolTerminatedError
+from ._policy import Lifecycle
+from ._protocol import Mode
+from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult, _LazyIterator
+from ._scheduler import ProcessBackend
+from ._serialize import dumps, dumps_callable
+
+__all__ = ["Pool"]
+
+R = TypeVar("R")
+
+# How many chunks an imap may run ahead of its consumer, per worker (and at least).
+_WINDOW_PER_WORKER = 8
+_MIN_WINDOW = 32
+
+
+class Pool:
+    """A pool of worker processes, used exactly like ``multiprocessing.Pool``.
+
+    Differences from the standard library, each deliberate:
+
+    * a worker that dies (killed, crashed, ``os._exit``) fails only the tasks it held, with
+      :class:`procpool.WorkerLostError`; the pool replaces it and goes on;
+    * an initializer that raises fails the pool's tasks with :class:`procpool.InitializerError`
+      instead of respawning workers forever;
+    * ``terminate()`` fails every unfinished result with :class:`procpool.PoolTerminatedError`
+      instead of leaving ``get()`` blocked forever;
+    * leaving a ``with Pool() as pool:`` block normally waits for the submitted work (``close()``
+      then ``join()``); leaving it by an exception terminates;
+    * functions travel with cloudpickle, so lambdas and closures work under every start method;
+    * ``processes=None`` means the CPUs this process may use, not the machine's count;
+    * ``task_timeout`` (seconds) stops any task that runs longer by killing its worker.
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: Any = None,
+        *,
+        task_timeout: float | None = None,
+    ) -> None:
+        self._state = Lifecycle.INIT
+        if processes is None:
+            processes = cpu_count()
+        if processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if maxtasksperchild is not None and (
+            not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
+        ):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if task_timeout is not None and not task_timeout > 0:
+            raise ValueError("task_timeout must be a positive number of seconds or None")
+        self._ctx = context if context is not None else get_context()
+        self._processes = processes
+        self._task_timeout = task_timeout
+        self._callbacks = CallbackRunner()
+        self._feeds: set[_LazyIterator[Any]] = set()
+        self._feeds_lock = threading.Lock()
+        init = None if initializer is None else dumps_callable((initializer, tuple(initargs)))
+        self._backend: Backend = ProcessBackend(self._ctx, processes, maxtasksperchild, init)
+        self._state = Lifecycle.RUN
+
+    def __repr__(self) -> str:
+        return f"<procpool.Pool state={self._state.value} pool_size={self._processes}>"
+
+    def __reduce__(self) -> NoReturn:
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", None) is Lifecycle.RUN:
+            warnings.warn(
+                f"unclosed running multiprocessing pool {self!r}",
+                ResourceWarning,
+                source=self,
+                stacklevel=1,
+            )
+            # Nobody can submit to it any more: let its work finish, then release the workers.
+            self._backend.close()
+
+    # -- the standard library's compatibility surface ------------------------------------------
+
+    @property
+    def _pool(self) -> list[Any]:
+        """The worker processes alive now (``multiprocessing.Pool._pool``)."""
+        return self._backend.processes()
+
+    def _repopulate_pool(self) -> None:
+        """Start workers until the pool is at full size again."""
+        self._backend.repopulate()
+
+    def _check_running(self) -> None:
+        if self._state is not Lifecycle.RUN:
+            raise ValueError("Pool not running")
+
+    # -- submitting work -----------------------------------------------------------------------
+
+    def apply(
+        self, func: Callable[..., R], args: Iterable[Any] = (), kwds: Mapping[str, Any] = {}
+    ) -> R:
+        """Call ``func(*args, **kwds)`` in a worker and return its result."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(
+        self,
+        func: Callable[..., R],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = {},
+        callback: Callable[[R], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> ApplyResult[R]:
+        """Call ``func(*args, **kwds)`` in a worker; the result arrives in the returned object."""
+        self._check_running()
+        result: ApplyResult[R] = ApplyResult(self._callbacks, callback, error_callback)
+        try:
+            task = self._task(
+                Mode.APPLY, dumps_callable(func), (tuple(args), dict(kwds)), result, 0, func
+            )
+        except Exception as exc:
+            result._fail(0, exc)
+        else:
+            self._backend.submit([task])
+        return result
+
+    def map(
+        self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> list[R]:
+        """``list(map(func, iterable))``, computed in the workers, in order."""
+        return self._map_async(func, iterable, Mode.MAP, chunksize).get()
+
+    def map_async(
+        self,
+        func: Callable[[Any], R],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult[R]:
+        """Like :meth:`map`, returning at once; the list arrives in the returned object."""
+        return self._map_async(func, iterable, Mode.MAP, chunksize, callback, error_callback)
+
+    def starmap(
+        self,
+        func: Callable[..., R],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+    ) -> list[R]:
+        """Like :meth:`map`, but each item is unpacked as ``func``'s arguments."""
+        return self._map_async(func, iterable, Mode.STARMAP, chunksize).get()
+
+    def starmap_async(
+        self,
+        func: Callable[..., R],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult[R]:
+        """Like :meth:`starmap`, returning at once."""
+        return self._map_async(func, iterable, Mode.STARMAP, chunksize, callback, error_callback)
+
+    def imap(
+        self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: int = 1
+    ) -> IMapIterator[R]:
+        """A lazy ``map``: results in order, as they are ready; the input is read as needed."""
+        iterator: IMapIterator[R] = IMapIterator(self._window())
+        return self._imap(func, iterable, chunksize, iterator)
+
+    def imap_unordered(
+        self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: int = 1
+    ) -> IMapUnorderedIterator[R]:
+        """Like :meth:`imap`, but results come in the order they finish."""
+        iterator: IMapUnorderedIterator[R] = IMapUnorderedIterator(self._window())
+        return self._imap(func, iterable, chunksize, iterator)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Accept no more work; what was submitted still runs, then the workers exit."""
+        if self._state is Lifecycle.RUN:
+            self._state = Lifecycle.CLOSE
+        with self._feeds_lock:
+            feeds = list(self._feeds)
+        for iterator in feeds:
+            # join() must not wait on a consumer that stopped reading: finish those inputs.
+            iterator._unthrottle()
+        self._backend.close()
+
+    def terminate(self) -> None:
+        """Stop now: kill the workers; every unfinished result raises ``PoolTerminatedError``."""
+        self._state = Lifecycle.TERMINATE
+        with self._feeds_lock:
+            feeds = list(self._feeds)
+        for iterator in feeds:
+            iterator._stop(
+                PoolTerminatedError("the pool was terminated before this input was read")
+            )
+        self._backend.terminate()
+
+    def join(self) -> None:
+        """Wait for the workers to exit; call :meth:`close` or :meth:`terminate` first."""
+        if self._state is Lifecycle.RUN:
+            raise ValueError("Pool is still running")
+        if self._state not in (Lifecycle.CLOSE, Lifecycle.TERMINATE):
+            raise ValueError("In unknown state")
+        self._backend.join()
+        self._callbacks.close()
+
+    def __enter__(self) -> Pool:
+        self._check_running()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        # Deliberately unlike the standard library, which terminates in both cases: leaving the
+        # block normally waits for the work that was submitted in it.
+        if exc_type is None:
+            self.close()
+        else:
+            self.terminate()
+        self.join()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _task(
+        self, mode: Mode, function: bytes, arguments: Any, sink: Any, index: int, func: Any
+    ) -> PreparedTask:
+        label = getattr(func, "__qualname__", None) or type(func).__qualname__
+        return PreparedTask(
+            mode, function, dumps(arguments), sink, index, repr(label), self._task_timeout
+        )
+
+    def _window(self) -> int:
+        return max(_MIN_WINDOW, _WINDOW_PER_WORKER * self._processes)
+
+    def _map_async(
+        self,
+        func: Callable[..., R],
+        iterable: Iterable[Any],
+        mode: Mode,
+        chunksize: int | None,
+        callback: Callable[[list[R]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult[R]:
+        self._check_running()
+        items = iterable if hasattr(iterable, "__len__") else list(iterable)
+        if chunksize is None:
+            chunksize = _auto_chunksize(len(items), self._processes)  # type: ignore[arg-type]
+        elif chunksize < 1:
+            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        chunks = list(_chunked(items, chunksize))
+        result: MapResult[R] = MapResult(self._callbacks, len(chunks), callback, error_callback)
+        if not chunks:
+            return result
+        try:
+            function = dumps_callable(func)
+            tasks = [
+                self._task(mode, function, chunk, result, i, func) for i, chunk in enumerate(chunks)
+            ]
+        except Exception as exc:
+            result._fail(0, exc)
+            return result
+        self._backend.submit(tasks)
+        return result
+
+    def _imap(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int, iterator: Any
+    ) -> Any:
+        self._check_running()
+        if chunksize < 1:
+            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        try:
+            function = dumps_callable(func)
+        except Exception as exc:
+            iterator._fail(0, exc)
+            iterator._set_length(1)
+            return iterator
+        with self._feeds_lock:
+            self._feeds.add(iterator)
+        self._backend.open_source()
+        threading.Thread(
+            target=self._feed,
+            args=(iterator, iterable, chunksize, function, func),
+            name="procpool-feeder",
+            daemon=True,
+        ).start()
+        return iterator
+
+    def _feed(
+        self,
+        iterator: _LazyIterator[Any],
+        iterable: Iterable[Any],
+        chunksize: int,
+        function: bytes,
+        func: Any,
+    ) -> None:
+        """Read the input of one imap in chunks and submit them (on the feeder thread)."""
+        index = 0
+        stopped = False
+        try:
+            for chunk in _chunked(iterable, chunksize):
+                if not iterator._wait_for_room():
+                    stopped = True
+                    break
+                try:
+                    task = self._task(Mode.MAP, function, chunk, iterator, index, func)
+                except Exception as exc:
+                    iterator._fail(index, exc)
+                    index += 1
+                    break
+                iterator._note_submitted()
+                self._backend.submit([task])
+                index += 1
+        except Exception as exc:
+            # The input itself raised: its exception takes the place of the chunk it spoiled.
+            iterator._fail(index, exc)
+            index += 1
+        finally:
+            if not stopped:
+                iterator._set_length(index)
+            with self._feeds_lock:
+                self._feeds.discard(iterator)
+            self._backend.close_source()
+
+
+def _auto_chunksize(length: int, processes: int) -> int:
+    """The standard library's rule: about four chunks per worker."""
+    chunksize, extra = divmod(length, processes * 4)
+    return chunksize + 1 if extra else max(chunksize, 1)
+
+
+def _chunked(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(iterable)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

@@ -1,0 +1,73 @@
+"""``procpool.Process``: the standard library's Process, with callables that travel by value.
+
+Under the spawn and forkserver start methods the standard library pickles a process's
+``target`` by reference, so a lambda, a closure or a function typed into a REPL cannot be a
+target. procpool's Process pickles its target with cloudpickle instead; everything else (the
+arguments, which may hold queues and pipes, and the process's bookkeeping) goes through the
+standard library's own pickler, so those keep working as they do there.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+__all__ = ["ForkProcess", "ForkServerProcess", "Process", "SpawnProcess"]
+
+
+class Process(BaseProcess):
+    """A process running ``target(*args, **kwargs)``, or a subclass's ``run()``.
+
+    It starts with procpool's current start method (see ``procpool.set_start_method``); the
+    ``ForkProcess``, ``SpawnProcess`` and ``ForkServerProcess`` subclasses fix one.
+    """
+
+    _start_method: str | None = None
+
+    @staticmethod
+    def _Popen(process_obj: BaseProcess) -> Any:
+        from ._context import default_method
+
+        method = process_obj._start_method or default_method()  # type: ignore[attr-defined]
+        return multiprocessing.get_context(method).Process._Popen(process_obj)  # type: ignore[attr-defined]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        target = state.get("_target")
+        if target is not None:
+            import cloudpickle
+
+            state["_target"] = _ByValue(cloudpickle.dumps(target, protocol=5))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        target = state.get("_target")
+        if isinstance(target, _ByValue):
+            state["_target"] = pickle.loads(target.blob)
+        self.__dict__.update(state)
+
+
+class _ByValue:
+    """A callable already pickled by value, carried inside a process object."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def __reduce__(self) -> tuple[type[_ByValue], tuple[bytes]]:
+        return (_ByValue, (self.blob,))
+
+
+class ForkProcess(Process):
+    _start_method = "fork"
+
+
+class SpawnProcess(Process):
+    _start_method = "spawn"
+
+
+class ForkServerProcess(Process):
+    _start_method = "forkserver"

@@ -1,0 +1,349 @@
+"""The objects a caller holds while tasks run: ``ApplyResult``, ``MapResult`` and the imap iterators.
+
+They are the backend's result sinks: the scheduler thread hands each one the still-pickled
+outcome of its tasks (``_deliver``) or an error (``_fail``) and moves on. Unpickling happens
+later, in the thread that asks for the value (``get()``, ``next()``) or on the callback thread, so
+user ``__setstate__`` code never runs on the scheduler thread and a large result never delays it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from multiprocessing import TimeoutError
+from typing import Any, Generic, TypeVar
+
+from ._callbacks import CallbackRunner
+from ._errors import TaskDecodeError, attach_remote_traceback
+from ._protocol import Status, decode_exception_parts
+from ._serialize import decode_exception
+
+__all__ = ["ApplyResult", "AsyncResult", "IMapIterator", "IMapUnorderedIterator", "MapResult"]
+
+T = TypeVar("T")
+
+# An outcome still in its pickled form: unpickling it gives (success, value or exception).
+_Decoder = Callable[[], tuple[bool, Any]]
+
+
+def _decoder(status: Status, payload: memoryview) -> _Decoder:
+    def decode() -> tuple[bool, Any]:
+        if status is Status.OK:
+            try:
+                return True, pickle.loads(payload)
+            except Exception as exc:
+                error = TaskDecodeError(f"the task's result could not be unpickled: {exc!r}")
+                error.__cause__ = exc
+                return False, error
+        if status is Status.ERROR:
+            return False, decode_exception(payload)
+        _, tb_text, summary = decode_exception_parts(payload)
+        error = TaskDecodeError(
+            f"the task's function or arguments could not be unpickled in the worker: {summary}"
+        )
+        return False, attach_remote_traceback(error, tb_text)
+
+    return decode
+
+
+def _failure(exc: BaseException) -> _Decoder:
+    return lambda: (False, exc)
+
+
+class ApplyResult(Generic[T]):
+    """The pending result of ``apply_async`` (the standard library's ``AsyncResult``)."""
+
+    def __init__(
+        self,
+        callbacks: CallbackRunner,
+        callback: Callable[[T], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._resolve_lock = threading.Lock()
+        self._callbacks = callbacks
+        self._callback = callback
+        self._error_callback = error_callback
+        self._completed = False  # an outcome arrived; later ones are ignored
+        self._outcome: _Decoder | None = None
+        self._success = False
+        self._value: Any = None
+
+    def __repr__(self) -> str:
+        state = "ready" if self.ready() else "pending"
+        return f"<{type(self).__module__}.{type(self).__qualname__} {state}>"
+
+    def ready(self) -> bool:
+        """Whether the call has finished (successfully or not)."""
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        """Whether the call finished without raising; ``ValueError`` if it has not finished."""
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._resolve()[0]
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until the result is ready or ``timeout`` seconds have passed."""
+        self._event.wait(timeout)
+
+    def get(self, timeout: float | None = None) -> T:
+        """Return the result, or raise the task's exception (worker traceback as ``__cause__``).
+
+        Raises ``multiprocessing.TimeoutError`` if it is not ready within ``timeout`` seconds;
+        the task itself goes on (a pool ``task_timeout`` is what stops tasks).
+        """
+        self.wait(timeout)
+        if not self.ready():
+            raise TimeoutError
+        success, value = self._resolve()
+        if success:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+    # -- the sink side ------------------------------------------------------------------------
+
+    def _deliver(self, index: int, status: Status, payload: memoryview) -> None:
+        self._complete(_decoder(status, payload))
+
+    def _fail(self, index: int, exc: BaseException) -> None:
+        self._complete(_failure(exc))
+
+    def _complete(self, outcome: _Decoder) -> None:
+        with self._lock:
+            if self._completed:
+                return
+            self._completed = True
+            self._outcome = outcome
+        if self._callback is None and self._error_callback is None:
+            self._event.set()
+        else:
+            self._callbacks.post(self._run_callbacks)
+
+    def _resolve(self) -> tuple[bool, Any]:
+        # Unpickling happens once, under a lock of its own: the scheduler thread, which only
+        # needs self._lock, never waits for it.
+        with self._resolve_lock:
+            with self._lock:
+                outcome, self._outcome = self._outcome, None
+            if outcome is not None:
+                self._success, self._value = outcome()
+            return self._success, self._value
+
+    def _run_callbacks(self) -> None:
+        # As in the standard library, the callback has run by the time get() returns.
+        success, value = self._resolve()
+        try:
+            if success and self._callback is not None:
+                self._callback(value)
+            elif not success and self._error_callback is not None:
+                self._error_callback(value)
+        except BaseException as exc:
+            # A callback that raises must not vanish: get() raises its exception.
+            with self._resolve_lock:
+                self._success, self._value = False, exc
+        finally:
+            self._event.set()
+
+
+AsyncResult = ApplyResult
+
+
+class MapResult(ApplyResult[list[T]]):
+    """The pending result of ``map_async``/``starmap_async``: one list, assembled from chunks.
+
+    Like the standard library's, it fails as soon as any chunk fails; the other chunks still run.
+    """
+
+    def __init__(
+        self,
+        callbacks: CallbackRunner,
+        chunks: int,
+        callback: Callable[[list[T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> None:
+        super().__init__(callbacks, callback, error_callback)
+        self._chunks: list[_Decoder | None] = [None] * chunks
+        self._left = chunks
+        if chunks == 0:
+            self._complete(lambda: (True, []))
+
+    def _deliver(self, index: int, status: Status, payload: memoryview) -> None:
+        if status is not Status.OK:
+            self._fail_fast(_decoder(status, payload))
+            return
+        with self._lock:
+            if self._completed:
+                return
+            self._chunks[index] = _decoder(status, payload)
+            self._left -= 1
+            done = self._left == 0
+        if done:
+            self._complete(self._assemble)
+
+    def _fail(self, index: int, exc: BaseException) -> None:
+        self._fail_fast(_failure(exc))
+
+    def _fail_fast(self, outcome: _Decoder) -> None:
+        with self._lock:
+            self._chunks = []  # the other chunks' results are no longer wanted
+        self._complete(outcome)
+
+    def _assemble(self) -> tuple[bool, Any]:
+        values: list[T] = []
+        for decode in self._chunks:
+            assert decode is not None
+            success, value = decode()
+            if not success:
+                return False, value
+            values.extend(value)
+        self._chunks = []
+        return True, values
+
+
+class _LazyIterator(Generic[T]):
+    """What the two imap iterators share: chunked arrival, throttled feeding, timeouts.
+
+    A feeder thread submits chunks; the consumer pulls items. While the pool runs, the feeder
+    may run at most ``window`` chunks ahead of the consumer, so an imap over a huge input holds
+    a bounded number of chunks in memory. ``close()`` lifts the bound, so that ``join()`` never
+    waits on a consumer that has stopped reading.
+    """
+
+    def __init__(self, window: int) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._consumer_lock = threading.Lock()
+        self._items: deque[T] = deque()
+        self._submitted = 0
+        self._consumed = 0
+        self._length: int | None = None  # the number of chunks, once the feeder has finished
+        self._window: int | None = window
+        self._stop_error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        return self.next()
+
+    def next(self, timeout: float | None = None) -> T:
+        """The next item; ``multiprocessing.TimeoutError`` if none arrives within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # One consumer at a time, so that chunks unpickled outside self._cond (which the
+        # scheduler thread needs to deliver) still come out in order.
+        if not self._consumer_lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError
+        try:
+            while True:
+                decode = self._next_chunk(deadline)
+                if decode is None:
+                    return self._items.popleft()
+                success, value = decode()
+                if not success:
+                    raise value
+                self._items.extend(value)
+        finally:
+            self._consumer_lock.release()
+
+    def _next_chunk(self, deadline: float | None) -> _Decoder | None:
+        """None if an item is ready; else wait for the next chunk and return it, still pickled."""
+        with self._cond:
+            while not self._items:
+                if self._length is not None and self._consumed >= self._length:
+                    raise StopIteration
+                decode = self._take()
+                if decode is not None:
+                    self._consumed += 1
+                    self._cond.notify_all()  # room for the feeder
+                    return decode
+                if self._stop_error is not None and self._consumed >= self._submitted:
+                    raise self._stop_error
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError
+                self._cond.wait(remaining)
+            return None
+
+    def _take(self) -> _Decoder | None:
+        """Remove and return the next chunk to hand out, if it has arrived."""
+        raise NotImplementedError
+
+    def _arrive(self, index: int, outcome: _Decoder) -> None:
+        raise NotImplementedError
+
+    # -- the sink side ------------------------------------------------------------------------
+
+    def _deliver(self, index: int, status: Status, payload: memoryview) -> None:
+        with self._cond:
+            self._arrive(index, _decoder(status, payload))
+            self._cond.notify_all()
+
+    def _fail(self, index: int, exc: BaseException) -> None:
+        with self._cond:
+            self._arrive(index, _failure(exc))
+            self._cond.notify_all()
+
+    # -- the feeder side ----------------------------------------------------------------------
+
+    def _wait_for_room(self) -> bool:
+        """Block while the feeder is a full window ahead; False once the iterator is stopped."""
+        with self._cond:
+            while (
+                self._stop_error is None
+                and self._window is not None
+                and self._submitted - self._consumed >= self._window
+            ):
+                self._cond.wait()
+            return self._stop_error is None
+
+    def _note_submitted(self) -> None:
+        with self._cond:
+            self._submitted += 1
+
+    def _set_length(self, chunks: int) -> None:
+        with self._cond:
+            self._length = chunks
+            self._cond.notify_all()
+
+    def _unthrottle(self) -> None:
+        with self._cond:
+            self._window = None
+            self._cond.notify_all()
+
+    def _stop(self, error: BaseException) -> None:
+        """The pool ended: the feeder stops, and the consumer gets ``error`` past what arrived."""
+        with self._cond:
+            self._stop_error = error
+            self._cond.notify_all()
+
+
+class IMapIterator(_LazyIterator[T]):
+    """The iterator ``imap`` returns: results in input order."""
+
+    def __init__(self, window: int) -> None:
+        super().__init__(window)
+        self._arrived: dict[int, _Decoder] = {}
+
+    def _take(self) -> _Decoder | None:
+        return self._arrived.pop(self._consumed, None)
+
+    def _arrive(self, index: int, outcome: _Decoder) -> None:
+        self._arrived.setdefault(index, outcome)
+
+
+class IMapUnorderedIterator(_LazyIterator[T]):
+    """The iterator ``imap_unordered`` returns: results in completion order."""
+
+    def __init__(self, window: int) -> None:
+        super().__init__(window)
+        self._arrived: deque[_Decoder] = deque()
+
+    def _take(self) -> _Decoder | None:
+        return self._arrived.popleft() if self._arrived else None
+
+    def _arrive(self, index: int, outcome: _Decoder) -> None:
+        self._arrived.append(outcome)

@@ -1,0 +1,461 @@
+"""The local process backend: one scheduler thread that owns every worker and every task.
+
+    caller threads                 scheduler thread                          worker processes
+    (Pool facade,    ──post()──▶   inbox + wake pipe                         (one duplex channel
+     imap feeders)                 selector.select(timeout=nearest deadline)   and one sentinel
+                                     ├─ wake pipe: run the posted calls         each)
+                                     ├─ a channel: READY / INIT / DONE  ◀──────  results
+                                     └─ a sentinel: the worker died
+                                   Policy(events) -> actions:  Spawn, Send ──TASKS/STOP──▶
+                                                               Stop, Kill, Fail
+    result objects  ◀──_deliver/_fail──┘
+
+Public methods never touch pool state: they post a call into the inbox and, where they must
+wait, wait on an event the scheduler sets. The scheduler never polls: it blocks on one selector
+over the wake pipe, every worker's channel and every worker's process sentinel, with the
+nearest task deadline as its timeout, so a death is seen the moment it happens. Each worker has
+its own channel, so one that dies mid-write cannot wedge the others, and a worker is only sent
+a batch when it is idle (waiting to read), so neither side can block the other on a full pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import selectors
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import count
+from multiprocessing import util
+from multiprocessing.connection import Connection, Pipe
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from ._backend import PreparedTask
+from ._errors import (
+    BrokenPoolError,
+    InitializerError,
+    PoolTerminatedError,
+    ProcpoolError,
+    TaskTimeoutError,
+    WorkerLostError,
+    describe_exit,
+)
+from ._policy import (
+    Action,
+    Fail,
+    FailReason,
+    Kill,
+    Lifecycle,
+    Policy,
+    Send,
+    Spawn,
+    Stop,
+    TaskInfo,
+)
+from ._protocol import DONE, INIT_FAILED, READY, STOP, WireTask, pack_tasks, unpack_done
+from ._serialize import decode_exception
+from ._worker import worker_main
+
+__all__ = ["ProcessBackend"]
+
+# How long the interpreter's exit waits for a pool it has to terminate.
+_EXIT_GRACE = 10.0
+
+
+@dataclass(eq=False)
+class _WorkerHandle:
+    wid: int
+    process: BaseProcess
+    conn: Connection
+    watched: bool = False
+    exitcode: int | None = None
+
+
+class ProcessBackend:
+    """Runs tasks in local worker processes made by a ``multiprocessing`` context."""
+
+    def __init__(
+        self,
+        context: Any,
+        processes: int,
+        maxtasksperchild: int | None,
+        initializer: bytes | None,
+        name: str = "procpool",
+    ) -> None:
+        self._ctx = context
+        self._init = initializer
+        self._forks = context.get_start_method() == "fork"
+        self._policy = Policy(processes, maxtasksperchild)
+        self._workers: dict[int, _WorkerHandle] = {}
+        self._procs: list[BaseProcess] = []
+        self._tasks: dict[int, PreparedTask] = {}
+        self._task_ids = count()
+        self._broken: BaseException | None = None
+        self._inbox: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]]
+        self._inbox = queue.SimpleQueue()
+        self._inbox_lock = threading.Lock()
+        self._inbox_closed = False
+        self._done = threading.Event()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._lifeline_r, self._lifeline_w = Pipe(duplex=False)
+        try:
+            # The first workers start in the caller's thread, so that a failure to start one
+            # (no memory, no file descriptors) raises from the Pool constructor.
+            for action in self._policy.start():
+                assert isinstance(action, Spawn)
+                self._spawn(action.wid)
+        except BaseException:
+            self._abort_startup()
+            raise
+        # At interpreter exit, multiprocessing's own exit handler terminates daemonic children;
+        # terminating first keeps the scheduler from seeing those deaths and respawning.
+        self._exit_hook = util.Finalize(None, self._terminate_at_exit, exitpriority=20)
+        self._thread = threading.Thread(target=self._run, name=f"{name}-scheduler", daemon=True)
+        self._thread.start()
+
+    # -- the public side: post a call, maybe wait -------------------------------------------
+
+    def submit(self, tasks: list[PreparedTask]) -> None:
+        self._post(self._on_submit, tasks)
+
+    def open_source(self) -> None:
+        self._post(self._on_open_source)
+
+    def close_source(self) -> None:
+        self._post(self._on_close_source)
+
+    def close(self) -> None:
+        self._post(self._on_close)
+
+    def terminate(self) -> None:
+        self._post(self._on_terminate)
+        self._done.wait()
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def repopulate(self) -> None:
+        filled = threading.Event()
+        self._post(self._on_repopulate, filled)
+        filled.wait()
+
+    def processes(self) -> list[BaseProcess]:
+        return self._procs
+
+    def _post(self, call: Callable[..., None], *args: Any) -> None:
+        with self._inbox_lock:
+            if not self._inbox_closed:
+                self._inbox.put((call, args))
+                with contextlib.suppress(BlockingIOError):
+                    os.write(self._wake_w, b"\0")  # a full pipe already means "wake up"
+                return
+        # The scheduler has finished: answer here, on the caller's thread.
+        self._answer_after_finish(call, args)
+
+    def _answer_after_finish(self, call: Callable[..., None], args: tuple[Any, ...]) -> None:
+        if call == self._on_submit:
+            for task in args[0]:
+                task.sink._fail(task.index, self._final_error())
+        elif call == self._on_repopulate:
+            args[0].set()
+
+    def _final_error(self) -> BaseException:
+        if self._broken is not None:
+            return self._new_broken_error()
+        return PoolTerminatedError("the pool has shut down; this task never ran")
+
+    # -- the scheduler thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+            for handle in self._workers.values():
+                self._watch(handle)
+            while not self._policy.finished:
+                deadline = self._policy.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                for key, _ in self._selector.select(timeout):
+                    self._on_event(key.data)
+                self._execute(self._policy.expire())
+        except BaseException as exc:
+            # A bug in procpool itself: fail every task loudly rather than leave anyone waiting.
+            self._crash(exc)
+        finally:
+            self._shutdown()
+
+    def _on_event(self, data: tuple[str, _WorkerHandle] | None) -> None:
+        if data is None:
+            self._drain_inbox()
+            return
+        kind, handle = data
+        if handle.wid not in self._workers:
+            return  # already dealt with earlier in this round
+        if kind == "channel":
+            self._read(handle)
+        else:
+            self._reap(handle)
+
+    def _drain_inbox(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
+                pass
+        while True:
+            try:
+                call, args = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            call(*args)
+
+    def _read(self, handle: _WorkerHandle) -> None:
+        try:
+            frame = handle.conn.recv_bytes()
+        except (EOFError, OSError):
+            # The worker closed its channel without dying (user code closed the descriptor,
+            # say): it can no longer be reached, so end it; its sentinel then reports the exit.
+            self._unwatch_channel(handle)
+            self._kill(handle)
+            return
+        kind = frame[:1]
+        if kind == DONE:
+            task_id, status, payload = unpack_done(frame)
+            task = self._tasks.pop(task_id, None)
+            if task is not None:
+                task.sink._deliver(task.index, status, payload)
+            self._execute(self._policy.task_done(handle.wid, task_id))
+        elif kind == READY:
+            self._execute(self._policy.worker_ready(handle.wid))
+        elif kind == INIT_FAILED:
+            cause = decode_exception(memoryview(frame)[1:])
+            error = InitializerError(
+                f"the pool's initializer raised {type(cause).__name__}: {cause} "
+                f"(in worker process {handle.process.pid}); the pool cannot run tasks"
+            )
+            error.__cause__ = cause
+            self._broken = self._broken or error
+            self._execute(self._policy.break_pool())
+
+    def _reap(self, handle: _WorkerHandle) -> None:
+        # Results the worker sent before it died are still in its channel: deliver them first.
+        while handle.watched and handle.wid in self._workers and handle.conn.poll():
+            self._read(handle)
+        if handle.wid not in self._workers:
+            return
+        self._unwatch_channel(handle)
+        self._selector.unregister(handle.process.sentinel)
+        handle.process.join(timeout=_EXIT_GRACE)  # the sentinel fired: this only reaps it
+        handle.exitcode = handle.process.exitcode
+        actions = self._policy.worker_exited(handle.wid)
+        if self._policy.state is Lifecycle.BROKEN and self._broken is None:
+            self._broken = InitializerError(
+                f"worker processes keep dying before they are ready (the last, process "
+                f"{handle.process.pid}, {describe_exit(handle.exitcode)}); the pool cannot run "
+                "tasks"
+            )
+        self._execute(actions)
+        del self._workers[handle.wid]
+        handle.conn.close()
+        self._procs = [h.process for h in self._workers.values()]
+
+    # -- carrying out the policy's decisions --------------------------------------------------
+
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(action)
+            elif isinstance(action, Spawn):
+                self._respawn(action.wid)
+            elif isinstance(action, Stop):
+                with contextlib.suppress(OSError):
+                    self._workers[action.wid].conn.send_bytes(STOP)
+            elif isinstance(action, Kill):
+                self._kill(self._workers[action.wid])
+            else:
+                self._fail(action)
+
+    def _send(self, action: Send) -> None:
+        batch = []
+        for task_id in action.task_ids:
+            task = self._tasks[task_id]
+            batch.append(WireTask(task_id, task.mode, task.function, task.arguments))
+        handle = self._workers[action.wid]
+        try:
+            handle.conn.send_bytes(pack_tasks(batch))
+        except OSError:
+            # The worker is dying; its sentinel will fire and the policy fails the batch then.
+            self._kill(handle)
+
+    def _respawn(self, wid: int) -> None:
+        try:
+            handle = self._spawn(wid)
+        except Exception as exc:
+            actions = self._policy.spawn_failed(wid)
+            if self._policy.state is Lifecycle.BROKEN and self._broken is None:
+                self._broken = BrokenPoolError(f"could not start a worker process: {exc!r}")
+                self._broken.__cause__ = exc
+            self._execute(actions)
+            return
+        self._watch(handle)
+
+    def _spawn(self, wid: int) -> _WorkerHandle:
+        parent_end, child_end = Pipe(duplex=True)
+        try:
+            inherited: tuple[int, ...] = ()
+            if self._forks:
+                # A forked child inherits the parent's ends of every channel and the lifeline's
+                # writer; it closes them so that their EOF still means what it should.
+                inherited = (
+                    self._lifeline_w.fileno(),
+                    parent_end.fileno(),
+                    *(h.conn.fileno() for h in self._workers.values()),
+                )
+            process = self._ctx.Process(
+                target=worker_main,
+                args=(child_end, self._lifeline_r, inherited, self._init),
+                daemon=True,
+            )
+            process.name = process.name.replace("Process", "PoolWorker")
+            process.start()
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
+        handle = _WorkerHandle(wid, process, parent_end)
+        self._workers[wid] = handle
+        self._procs = [h.process for h in self._workers.values()]
+        return handle
+
+    def _watch(self, handle: _WorkerHandle) -> None:
+        self._selector.register(handle.conn, selectors.EVENT_READ, ("channel", handle))
+        self._selector.register(handle.process.sentinel, selectors.EVENT_READ, ("exit", handle))
+        handle.watched = True
+
+    def _unwatch_channel(self, handle: _WorkerHandle) -> None:
+        if handle.watched:
+            self._selector.unregister(handle.conn)
+            handle.watched = False
+
+    @staticmethod
+    def _kill(handle: _WorkerHandle) -> None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            handle.process.kill()
+
+    def _fail(self, action: Fail) -> None:
+        for task_id in action.task_ids:
+            task = self._tasks.pop(task_id, None)
+            if task is not None:
+                task.sink._fail(task.index, self._error_for(action, task))
+
+    def _error_for(self, action: Fail, task: PreparedTask) -> BaseException:
+        if action.reason is FailReason.TERMINATED:
+            return PoolTerminatedError(f"the pool was terminated before task {task.label} finished")
+        if action.reason is FailReason.BROKEN:
+            return self._new_broken_error()
+        assert action.wid is not None
+        handle = self._workers[action.wid]
+        pid = handle.process.pid
+        if action.reason is FailReason.TIMED_OUT:
+            return TaskTimeoutError(
+                f"task {task.label} ran past its {task.timeout:g} s timeout; "
+                f"its worker process {pid} was killed and replaced"
+            )
+        return WorkerLostError(
+            f"worker process {pid} running task {task.label} "
+            f"{describe_exit(handle.exitcode)}; the pool replaced it",
+            pid,
+            handle.exitcode,
+        )
+
+    def _new_broken_error(self) -> BaseException:
+        # Each failed task gets an exception object of its own: raising one object in several
+        # places would tangle their tracebacks.
+        assert self._broken is not None
+        error = type(self._broken)(*self._broken.args)
+        error.__cause__ = self._broken.__cause__
+        return error
+
+    # -- posted calls, run on the scheduler thread ------------------------------------------
+
+    def _on_submit(self, tasks: list[PreparedTask]) -> None:
+        infos = []
+        for task in tasks:
+            task_id = next(self._task_ids)
+            self._tasks[task_id] = task
+            infos.append(TaskInfo(task_id, task.timeout))
+        self._execute(self._policy.submit(infos))
+
+    def _on_open_source(self) -> None:
+        self._policy.source_opened()
+
+    def _on_close_source(self) -> None:
+        self._execute(self._policy.source_closed())
+
+    def _on_close(self) -> None:
+        self._execute(self._policy.close())
+
+    def _on_terminate(self) -> None:
+        self._execute(self._policy.terminate())
+
+    def _on_repopulate(self, filled: threading.Event) -> None:
+        self._execute(self._policy.repopulate())
+        filled.set()
+
+    # -- endings ------------------------------------------------------------------------------
+
+    def _crash(self, exc: BaseException) -> None:
+        error = ProcpoolError(f"procpool's scheduler failed ({exc!r}); the pool has stopped")
+        error.__cause__ = exc
+        self._broken = self._broken or error
+        for task in self._tasks.values():
+            task.sink._fail(task.index, self._new_broken_error())
+        self._tasks.clear()
+
+    def _shutdown(self) -> None:
+        with self._inbox_lock:
+            self._inbox_closed = True
+        while True:
+            try:
+                call, args = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            self._answer_after_finish(call, args)
+        for handle in list(self._workers.values()):
+            self._kill(handle)
+            with contextlib.suppress(Exception):
+                handle.process.join(_EXIT_GRACE)
+            handle.conn.close()
+        self._workers.clear()
+        self._procs = []
+        self._lifeline_w.close()
+        self._lifeline_r.close()
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._exit_hook.cancel()
+        self._done.set()
+
+    def _abort_startup(self) -> None:
+        """Undo a constructor that failed half-way: no worker may outlive it."""
+        for handle in self._workers.values():
+            if handle.process.exitcode is None:
+                handle.process.terminate()
+        for handle in self._workers.values():
+            handle.process.join()
+            handle.conn.close()
+        self._workers.clear()
+        self._lifeline_w.close()
+        self._lifeline_r.close()
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _terminate_at_exit(self) -> None:
+        self._post(self._on_terminate)
+        self._done.wait(_EXIT_GRACE)
