@@ -16,9 +16,9 @@ keep catching them::
             └── InitializerError   the pool's initializer raised, or workers died on start-up
 
 Errors the standard library already has keep its types: ``multiprocessing.TimeoutError`` from
-``get(timeout)``, ``ValueError`` for a closed pool, ``multiprocessing.pool.MaybeEncodingError`` for a
-result or exception that cannot be pickled. A task's own exception is re-raised with its type and
-arguments, the worker's traceback attached as ``__cause__`` (a
+``get(timeout)``, ``ValueError`` for a closed pool, ``multiprocessing.pool.MaybeEncodingError``
+for a result or exception that cannot be pickled. A task's own exception is re-raised with its
+type and arguments, the worker's traceback attached as ``__cause__`` (a
 ``multiprocessing.pool.RemoteTraceback``).
 """
 
@@ -27,13 +27,20 @@ from __future__ import annotations
 import signal
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import ProcessError
-from multiprocessing.pool import RemoteTraceback
+
+# typeshed omits these two, but they are public names of multiprocessing.pool.
+from multiprocessing.pool import (  # type: ignore[attr-defined]
+    MaybeEncodingError,
+    RemoteTraceback,
+)
 
 __all__ = [
     "BrokenPoolError",
     "InitializerError",
+    "MaybeEncodingError",
     "PoolTerminatedError",
     "ProcpoolError",
+    "RemoteTraceback",
     "TaskDecodeError",
     "TaskTimeoutError",
     "WorkerLostError",

@@ -37,7 +37,7 @@ MAX_STARTUP_FAILURES = 3
 MAX_BATCH = 64
 
 
-class Lifecycle(str, enum.Enum):
+class Lifecycle(enum.StrEnum):
     """The pool's lifecycle; the values are the standard library's state names."""
 
     INIT = "INIT"  # the facade's state while the pool is being built
@@ -250,7 +250,9 @@ class Policy:
                 timed_out = tuple(t.task_id for t in worker.batch)
                 worker.batch, worker.deadline, worker.phase = [], None, _Phase.LEAVING
                 actions += [Kill(worker.wid), Fail(timed_out, FailReason.TIMED_OUT, worker.wid)]
-        return actions + self._replenish() if actions else actions
+        if actions:
+            actions += self._replenish()
+        return actions
 
     def close(self) -> list[Action]:
         """No more tasks will come (but lazy sources already open may still add theirs)."""

@@ -1,4 +1,4 @@
-"""``procpool.Pool``: the standard library's ``multiprocessing.Pool`` API on a backend that never hangs.
+"""``procpool.Pool``: ``multiprocessing.Pool``'s API on a backend that never hangs.
 
 The facade owns no pool state beyond its lifecycle: it validates arguments, pickles functions
 and arguments in the caller's thread, hands the resulting tasks to its backend and returns the
@@ -28,6 +28,7 @@ from ._serialize import dumps, dumps_callable
 __all__ = ["Pool"]
 
 R = TypeVar("R")
+_Lazy = TypeVar("_Lazy", bound=_LazyIterator[Any])
 
 # How many chunks an imap may run ahead of its consumer, per worker (and at least).
 _WINDOW_PER_WORKER = 8
@@ -287,8 +288,8 @@ class Pool:
         return result
 
     def _imap(
-        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int, iterator: Any
-    ) -> Any:
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int, iterator: _Lazy
+    ) -> _Lazy:
         self._check_running()
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")

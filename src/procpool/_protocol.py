@@ -100,9 +100,10 @@ def encode_exception(exc: BaseException) -> bytes:
 def encoding_error(error: BaseException, value: Any) -> BaseException:
     """The standard library's error for a value that could not be pickled, naming both."""
     # Imported here: multiprocessing.pool is only needed on this rare path.
-    from multiprocessing.pool import MaybeEncodingError
+    from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
 
-    return MaybeEncodingError(error, value)
+    exc: BaseException = MaybeEncodingError(error, value)
+    return exc
 
 
 def decode_exception_parts(payload: bytes | memoryview) -> tuple[bytes, str, str]:

@@ -1,4 +1,4 @@
-"""The objects a caller holds while tasks run: ``ApplyResult``, ``MapResult`` and the imap iterators.
+"""What a caller holds while tasks run: ``ApplyResult``, ``MapResult`` and the imap iterators.
 
 They are the backend's result sinks: the scheduler thread hands each one the still-pickled
 outcome of its tasks (``_deliver``) or an error (``_fail``) and moves on. Unpickling happens

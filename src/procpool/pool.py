@@ -4,8 +4,9 @@
 ``except multiprocessing.pool.MaybeEncodingError`` clauses catch procpool's errors too.
 """
 
-from multiprocessing.pool import MaybeEncodingError, RemoteTraceback, ThreadPool
+from multiprocessing.pool import ThreadPool
 
+from ._errors import MaybeEncodingError, RemoteTraceback
 from ._policy import Lifecycle
 from ._pool import Pool
 from ._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult
