@@ -318,27 +318,37 @@ class Pool:
         function: bytes,
         func: Any,
     ) -> None:
-        """Read the input of one imap in chunks and submit them (on the feeder thread)."""
+        """Read the input of one imap in chunks and submit them (on the feeder thread).
+
+        Chunks go to the backend in groups, as many as the iterator's window has room for, so
+        that a fast consumer costs one hand-off per group rather than one per chunk.
+        """
+        chunks = _chunked(iterable, chunksize)
         index = 0
-        stopped = False
+        stopped = exhausted = False
+        failure: BaseException | None = None
         try:
-            for chunk in _chunked(iterable, chunksize):
-                if not iterator._wait_for_room():
+            while not exhausted:
+                room = iterator._reserve()
+                if room == 0:
                     stopped = True
                     break
+                tasks = []
                 try:
-                    task = self._task(Mode.MAP, function, chunk, iterator, index, func)
+                    for chunk in islice(chunks, room):
+                        tasks.append(self._task(Mode.MAP, function, chunk, iterator, index, func))
+                        index += 1
+                    exhausted = len(tasks) < room
                 except Exception as exc:
-                    iterator._fail(index, exc)
-                    index += 1
-                    break
-                iterator._note_submitted()
-                self._backend.submit([task])
+                    # The input raised, or a chunk would not pickle: the exception takes the
+                    # place of that chunk, after the chunks read before it.
+                    failure, exhausted = exc, True
+                if tasks:
+                    iterator._note_submitted(len(tasks))
+                    self._backend.submit(tasks)
+            if failure is not None:
+                iterator._fail(index, failure)
                 index += 1
-        except Exception as exc:
-            # The input itself raised: its exception takes the place of the chunk it spoiled.
-            iterator._fail(index, exc)
-            index += 1
         finally:
             if not stopped:
                 iterator._set_length(index)

@@ -25,6 +25,9 @@ __all__ = ["ApplyResult", "AsyncResult", "IMapIterator", "IMapUnorderedIterator"
 
 T = TypeVar("T")
 
+# Chunks a feeder submits at a time once its iterator is no longer throttled.
+_UNTHROTTLED_GROUP = 64
+
 # An outcome still in its pickled form: unpickling it gives (success, value or exception).
 _Decoder = Callable[[], tuple[bool, Any]]
 
@@ -222,6 +225,7 @@ class _LazyIterator(Generic[T]):
         self._consumed = 0
         self._length: int | None = None  # the number of chunks, once the feeder has finished
         self._window: int | None = window
+        self._feeder_waiting = False
         self._stop_error: BaseException | None = None
 
     def __iter__(self) -> Iterator[T]:
@@ -258,7 +262,11 @@ class _LazyIterator(Generic[T]):
                 decode = self._take()
                 if decode is not None:
                     self._consumed += 1
-                    self._cond.notify_all()  # room for the feeder
+                    if self._feeder_waiting and (
+                        self._window is None
+                        or self._submitted - self._consumed <= self._window // 2
+                    ):
+                        self._cond.notify_all()  # room for the feeder
                     return decode
                 if self._stop_error is not None and self._consumed >= self._submitted:
                     raise self._stop_error
@@ -289,20 +297,30 @@ class _LazyIterator(Generic[T]):
 
     # -- the feeder side ----------------------------------------------------------------------
 
-    def _wait_for_room(self) -> bool:
-        """Block while the feeder is a full window ahead; False once the iterator is stopped."""
+    def _reserve(self) -> int:
+        """How many chunks the feeder may submit now; 0 once the iterator is stopped.
+
+        While throttled, blocks until at least half the window is free, so the feeder wakes
+        once per half window rather than once per consumed chunk.
+        """
         with self._cond:
             while (
                 self._stop_error is None
                 and self._window is not None
-                and self._submitted - self._consumed >= self._window
+                and self._submitted - self._consumed > self._window // 2
             ):
+                self._feeder_waiting = True
                 self._cond.wait()
-            return self._stop_error is None
+            self._feeder_waiting = False
+            if self._stop_error is not None:
+                return 0
+            if self._window is None:
+                return _UNTHROTTLED_GROUP
+            return self._window - (self._submitted - self._consumed)
 
-    def _note_submitted(self) -> None:
+    def _note_submitted(self, chunks: int) -> None:
         with self._cond:
-            self._submitted += 1
+            self._submitted += chunks
 
     def _set_length(self, chunks: int) -> None:
         with self._cond:

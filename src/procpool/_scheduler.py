@@ -99,6 +99,7 @@ class ProcessBackend:
         self._inbox = queue.SimpleQueue()
         self._inbox_lock = threading.Lock()
         self._inbox_closed = False
+        self._wake_pending = False
         self._done = threading.Event()
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
@@ -153,8 +154,12 @@ class ProcessBackend:
         with self._inbox_lock:
             if not self._inbox_closed:
                 self._inbox.put((call, args))
-                with contextlib.suppress(BlockingIOError):
-                    os.write(self._wake_w, b"\0")  # a full pipe already means "wake up"
+                # One byte wakes the scheduler; while it has not yet drained the pipe, more
+                # would only cost system calls.
+                if not self._wake_pending:
+                    self._wake_pending = True
+                    with contextlib.suppress(BlockingIOError):
+                        os.write(self._wake_w, b"\0")
                 return
         # The scheduler has finished: answer here, on the caller's thread.
         self._answer_after_finish(call, args)
@@ -206,6 +211,9 @@ class ProcessBackend:
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 4096):
                 pass
+        # Cleared after the pipe is drained and before the inbox is: a call posted from here on
+        # either writes a new byte or is found by the loop below.
+        self._wake_pending = False
         while True:
             try:
                 call, args = self._inbox.get_nowait()

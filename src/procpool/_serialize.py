@@ -1,8 +1,10 @@
 """How functions, arguments and outcomes are turned into bytes and back in the parent.
 
-* Functions travel with cloudpickle: importable functions by reference (cheap), lambdas, closures
-  and functions defined in ``__main__`` by value, so they work under every start method and from a
-  REPL or notebook.
+* Functions travel by reference where the worker can import them (plain pickle, cheap): functions
+  of importable modules, and functions defined at the top level of a ``__main__`` script, which
+  every start method makes importable in the worker. Everything else (lambdas, closures, functions
+  typed into a REPL or notebook, or defined under ``if __name__ == "__main__":``) travels by value
+  with cloudpickle, so it works under every start method too.
 * Arguments travel with pickle protocol 5; only where pickle refuses (a lambda inside the
   arguments, say) does cloudpickle take over.
 * Results and exceptions come back with plain pickle, as in ``multiprocessing.Pool``: a result
@@ -11,7 +13,11 @@
 
 from __future__ import annotations
 
+import ast
+import functools
 import pickle
+import sys
+from pathlib import Path
 from typing import Any
 
 from ._errors import TaskDecodeError, attach_remote_traceback
@@ -24,9 +30,40 @@ loads = pickle.loads
 
 def dumps_callable(func: Any) -> bytes:
     """Pickle a function so that any worker can call it, whatever the start method."""
+    if _importable_in_worker(func):
+        try:
+            return pickle.dumps(func, protocol=PROTOCOL)
+        except Exception:
+            pass  # not what its name says (redefined, say): fall through to by value
     import cloudpickle
 
     return cloudpickle.dumps(func, protocol=PROTOCOL)  # type: ignore[no-any-return]
+
+
+def _importable_in_worker(func: Any) -> bool:
+    module = getattr(func, "__module__", None)
+    if module == "__main__":
+        return getattr(func, "__qualname__", None) in _main_script_top_level_names()
+    return module is not None
+
+
+@functools.cache
+def _main_script_top_level_names() -> frozenset[str]:
+    """Functions and classes a ``__main__`` script defines unconditionally at its top level.
+
+    Workers import the main script as ``__mp_main__`` (spawn and forkserver) or inherit it (fork),
+    so exactly these names resolve there; a name defined inside ``if __name__ == "__main__":``
+    does not, and neither does anything typed into a REPL (no script at all).
+    """
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path:
+        return frozenset()
+    try:
+        tree = ast.parse(Path(path).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return frozenset()
+    definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return frozenset(node.name for node in tree.body if isinstance(node, definitions))
 
 
 def dumps(obj: Any) -> bytes:
