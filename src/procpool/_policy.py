@@ -65,10 +65,11 @@ class FailReason(enum.Enum):
 
 @dataclass(frozen=True)
 class TaskInfo:
-    """What the policy knows of a task: its id and how long it may run once started."""
+    """What the policy knows of a task: its id, how long it may run once started, its size."""
 
     task_id: int
     timeout: float | None = None
+    size: int = 0  # bytes it takes on the wire
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,21 @@ Action = Spawn | Send | Stop | Kill | Fail
 class _Worker:
     wid: int
     phase: _Phase = _Phase.STARTING
-    completed: int = 0  # batches' tasks finished, for maxtasksperchild
-    batch: list[TaskInfo] = field(default_factory=list)
+    completed: int = 0  # tasks finished, for maxtasksperchild
+    # Batches sent and not yet finished, in the order the worker runs them: the one running,
+    # and at most one prefetched behind it.
+    batches: deque[list[TaskInfo]] = field(default_factory=deque)
     deadline: float | None = None
+
+    def held(self) -> tuple[int, ...]:
+        return tuple(t.task_id for batch in self.batches for t in batch)
+
+    def release(self) -> list[TaskInfo]:
+        """Forget every task the worker holds (it died, or is being killed), in running order."""
+        held = [t for batch in self.batches for t in batch]
+        self.batches.clear()
+        self.deadline = None
+        return held
 
 
 class Policy:
@@ -121,9 +134,14 @@ class Policy:
         processes: int,
         maxtasksperchild: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        prefetch_bytes: int = 0,
     ) -> None:
+        """``prefetch_bytes``: a busy worker may be sent one more batch of at most this many
+        bytes, so that it never waits for a round trip between batches (0: never). Small is
+        the point: a frame that fits the channel's buffer cannot block the scheduler."""
         self.size = processes
         self.maxtasks = maxtasksperchild
+        self.prefetch_bytes = prefetch_bytes
         self.state = Lifecycle.RUN
         self._clock = clock
         self._pending: deque[TaskInfo] = deque()
@@ -152,7 +170,7 @@ class Policy:
 
     def in_flight(self, wid: int) -> tuple[int, ...]:
         """Ids of the tasks the worker holds."""
-        return tuple(t.task_id for t in self._workers[wid].batch)
+        return self._workers[wid].held()
 
     def next_deadline(self) -> float | None:
         """The earliest moment a running task times out, or None: the scheduler's wait timeout."""
@@ -197,14 +215,18 @@ class Policy:
     def task_done(self, wid: int, task_id: int) -> list[Action]:
         """The worker reported the task's outcome (a result or the task's own exception)."""
         worker = self._workers[wid]
-        remaining = [t for t in worker.batch if t.task_id != task_id]
-        if len(remaining) == len(worker.batch):
+        if task_id not in worker.held():
             return []  # a late report for a task already failed (timed out, say)
-        worker.batch = remaining
+        running = worker.batches[0]
+        running[:] = [t for t in running if t.task_id != task_id]
         worker.completed += 1
-        if worker.batch or worker.phase is not _Phase.BUSY:
+        if not running:
+            worker.batches.popleft()
+            worker.deadline = None
+        if worker.batches:
+            return self._dispatch()  # it goes on with its prefetched batch: maybe prefetch more
+        if worker.phase is not _Phase.BUSY:
             return []
-        worker.deadline = None
         worker.phase = _Phase.IDLE
         actions: list[Action] = []
         if self.maxtasks is not None and worker.completed >= self.maxtasks:
@@ -214,13 +236,16 @@ class Policy:
         return actions + self._dispatch()
 
     def worker_exited(self, wid: int) -> list[Action]:
-        """The worker's process ended, expectedly or not; fail what it held and replace it."""
+        """The worker's process ended, expectedly or not: fail the task it was running, queue
+        again the ones it held but had not started, and replace it."""
         worker = self._workers.pop(wid)
         actions: list[Action] = []
-        if worker.batch:
-            actions.append(
-                Fail(tuple(t.task_id for t in worker.batch), FailReason.WORKER_LOST, wid)
-            )
+        held = worker.release()
+        if held:
+            # A worker runs its tasks in order and reports each: only the first unreported one
+            # was running. The rest never started, so they go back to the head of the queue.
+            actions.append(Fail((held[0].task_id,), FailReason.WORKER_LOST, wid))
+            self._pending.extendleft(reversed(held[1:]))
         if worker.phase is _Phase.STARTING:
             self._startup_failures += 1
             if self._startup_failures >= MAX_STARTUP_FAILURES:
@@ -247,8 +272,8 @@ class Policy:
         actions: list[Action] = []
         for worker in self._workers.values():
             if worker.deadline is not None and worker.deadline <= now:
-                timed_out = tuple(t.task_id for t in worker.batch)
-                worker.batch, worker.deadline, worker.phase = [], None, _Phase.LEAVING
+                timed_out = tuple(t.task_id for t in worker.release())
+                worker.phase = _Phase.LEAVING
                 actions += [Kill(worker.wid), Fail(timed_out, FailReason.TIMED_OUT, worker.wid)]
         if actions:
             actions += self._replenish()
@@ -267,9 +292,10 @@ class Policy:
         self.state = Lifecycle.TERMINATE
         actions = self._fail_pending(FailReason.TERMINATED)
         for worker in self._workers.values():
-            if worker.batch:
-                actions.append(Fail(tuple(t.task_id for t in worker.batch), FailReason.TERMINATED))
-            worker.batch, worker.deadline, worker.phase = [], None, _Phase.LEAVING
+            held = tuple(t.task_id for t in worker.release())
+            if held:
+                actions.append(Fail(held, FailReason.TERMINATED))
+            worker.phase = _Phase.LEAVING
             actions.append(Kill(worker.wid))
         return actions
 
@@ -298,21 +324,45 @@ class Policy:
             if not self._pending:
                 break
             if worker.phase is _Phase.IDLE:
-                actions.append(self._send_batch(worker))
+                actions.append(self._send_batch(worker, self._batch_limit(worker), None))
+        # Idle workers first; then busy ones may take a small batch to run next.
+        for worker in self._workers.values():
+            if not self._pending or not self.prefetch_bytes:
+                break
+            if worker.phase is _Phase.BUSY and len(worker.batches) == 1 and worker.deadline is None:
+                limit = self._batch_limit(worker)
+                first = self._pending[0]
+                if limit > 0 and first.timeout is None and first.size <= self.prefetch_bytes:
+                    actions.append(self._send_batch(worker, limit, self.prefetch_bytes))
         if not self._pending and not self._wants_workers():
             actions += self._wind_down()
         return actions
 
-    def _send_batch(self, worker: _Worker) -> Send:
+    def _batch_limit(self, worker: _Worker) -> int:
+        """How many tasks the worker's next batch may hold."""
         limit = max(1, min(MAX_BATCH, len(self._pending) // (4 * self.size)))
         if self.maxtasks is not None:
-            limit = min(limit, self.maxtasks - worker.completed)
+            assigned = sum(len(batch) for batch in worker.batches)
+            limit = min(limit, self.maxtasks - worker.completed - assigned)
+        return limit
+
+    def _send_batch(self, worker: _Worker, limit: int, max_bytes: int | None) -> Send:
+        """Send the worker its next pending tasks: the first, then more up to ``limit`` tasks
+        and ``max_bytes`` bytes.
+
+        A task with a deadline travels alone and only to an idle worker, so that its deadline
+        starts when it starts.
+        """
         batch = [self._pending.popleft()]
-        # A task with a deadline travels alone, so that its deadline starts when it starts.
+        size = batch[0].size
         if batch[0].timeout is None:
             while len(batch) < limit and self._pending and self._pending[0].timeout is None:
+                size += self._pending[0].size
+                if max_bytes is not None and size > max_bytes:
+                    break
                 batch.append(self._pending.popleft())
-        worker.batch, worker.phase = batch, _Phase.BUSY
+        worker.batches.append(batch)
+        worker.phase = _Phase.BUSY
         if batch[0].timeout is not None:
             worker.deadline = self._clock() + batch[0].timeout
         return Send(worker.wid, tuple(t.task_id for t in batch))

@@ -14,8 +14,9 @@ Public methods never touch pool state: they post a call into the inbox and, wher
 wait, wait on an event the scheduler sets. The scheduler never polls: it blocks on one selector
 over the wake pipe, every worker's channel and every worker's process sentinel, with the
 nearest task deadline as its timeout, so a death is seen the moment it happens. Each worker has
-its own channel, so one that dies mid-write cannot wedge the others, and a worker is only sent
-a batch when it is idle (waiting to read), so neither side can block the other on a full pipe.
+its own channel, so one that dies mid-write cannot wedge the others. A worker is sent a batch
+when it is idle (waiting to read), or one small batch ahead while it is busy; either way the
+scheduler's write cannot block on a worker that is itself blocked writing results.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ from ._worker import worker_main
 
 __all__ = ["ProcessBackend"]
 
+# A busy worker may be sent its next batch ahead when that batch is at most this big. Sending
+# never blocks the scheduler then: the frame fits the channel's socket buffer (about 200 KiB on
+# Linux) even with the worker not reading, so the two sides can never wait on each other.
+_PREFETCH_BYTES = 64 * 1024
+
 # How long the interpreter's exit waits for a pool it has to terminate.
 _EXIT_GRACE = 10.0
 
@@ -89,7 +95,7 @@ class ProcessBackend:
         self._ctx = context
         self._init = initializer
         self._forks = context.get_start_method() == "fork"
-        self._policy = Policy(processes, maxtasksperchild)
+        self._policy = Policy(processes, maxtasksperchild, prefetch_bytes=_PREFETCH_BYTES)
         self._workers: dict[int, _WorkerHandle] = {}
         self._procs: list[BaseProcess] = []
         self._tasks: dict[int, PreparedTask] = {}
@@ -396,7 +402,7 @@ class ProcessBackend:
         for task in tasks:
             task_id = next(self._task_ids)
             self._tasks[task_id] = task
-            infos.append(TaskInfo(task_id, task.timeout))
+            infos.append(TaskInfo(task_id, task.timeout, len(task.function) + len(task.arguments)))
         self._execute(self._policy.submit(infos))
 
     def _on_open_source(self) -> None:
