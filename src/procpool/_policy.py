@@ -246,6 +246,8 @@ class Policy:
             # was running. The rest never started, so they go back to the head of the queue.
             actions.append(Fail((held[0].task_id,), FailReason.WORKER_LOST, wid))
             self._pending.extendleft(reversed(held[1:]))
+            if self.state is Lifecycle.BROKEN:
+                actions += self._fail_pending(FailReason.BROKEN)
         if worker.phase is _Phase.STARTING:
             self._startup_failures += 1
             if self._startup_failures >= MAX_STARTUP_FAILURES:

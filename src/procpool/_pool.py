@@ -82,7 +82,9 @@ class Pool:
         self._callbacks = CallbackRunner()
         self._feeds: set[_LazyIterator[Any]] = set()
         self._feeds_lock = threading.Lock()
-        init = None if initializer is None else dumps_callable((initializer, tuple(initargs)))
+        # The arguments travel with the worker's start (a fork inherits them), as in the
+        # standard library, so they may hold queues, locks and shared values.
+        init = None if initializer is None else (dumps_callable(initializer), tuple(initargs))
         self._backend: Backend = ProcessBackend(self._ctx, processes, maxtasksperchild, init)
         self._state = Lifecycle.RUN
 

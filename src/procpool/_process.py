@@ -37,9 +37,9 @@ class Process(BaseProcess):
         state = self.__dict__.copy()
         target = state.get("_target")
         if target is not None:
-            import cloudpickle
+            from ._serialize import dumps_for_child
 
-            state["_target"] = _ByValue(cloudpickle.dumps(target, protocol=5))
+            state["_target"] = _ByValue(dumps_for_child(target))
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -89,7 +89,7 @@ class ProcessBackend:
         context: Any,
         processes: int,
         maxtasksperchild: int | None,
-        initializer: bytes | None,
+        initializer: tuple[bytes, tuple[Any, ...]] | None,
         name: str = "procpool",
     ) -> None:
         self._ctx = context
@@ -452,6 +452,11 @@ class ProcessBackend:
         self._selector.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        # Nothing may be left waiting: the policy has failed or finished every task by now, and
+        # this is the guarantee should a bug have left one behind.
+        for task in self._tasks.values():
+            task.sink._fail(task.index, self._final_error())
+        self._tasks.clear()
         self._exit_hook.cancel()
         self._done.set()
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import ast
 import functools
+import io
 import pickle
 import sys
+from collections import ChainMap
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ._errors import TaskDecodeError, attach_remote_traceback
 from ._protocol import PROTOCOL, decode_exception_parts
@@ -38,6 +40,34 @@ def dumps_callable(func: Any) -> bytes:
     import cloudpickle
 
     return cloudpickle.dumps(func, protocol=PROTOCOL)  # type: ignore[no-any-return]
+
+
+def dumps_for_child(obj: Any) -> bytes:
+    """Pickle by value for a child process being started (a ``Process`` target, say).
+
+    The standard library's reducers for pipes, sockets and other handles apply too, so a
+    partial or a bound method that carries a queue or a pipe arrives connected.
+    """
+    buffer = io.BytesIO()
+    _child_pickler()(buffer, protocol=PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+@functools.cache
+def _child_pickler() -> type[pickle.Pickler]:
+    from multiprocessing.reduction import ForkingPickler
+
+    import cloudpickle
+
+    class ChildPickler(cloudpickle.Pickler):  # type: ignore[misc]
+        # ForkingPickler keeps the reducers multiprocessing registers (connections, sockets)
+        # in this class attribute; a pickler without them sends a bare descriptor number.
+        dispatch_table: ClassVar[ChainMap[Any, Any]] = ChainMap(
+            ForkingPickler._extra_reducers,  # type: ignore[attr-defined]
+            cloudpickle.Pickler.dispatch_table,
+        )
+
+    return ChildPickler
 
 
 def _importable_in_worker(func: Any) -> bool:

@@ -35,7 +35,10 @@ _ORPHANED = 70
 
 
 def worker_main(
-    conn: Connection, lifeline: Connection, inherited_fds: tuple[int, ...], init: bytes | None
+    conn: Connection,
+    lifeline: Connection,
+    inherited_fds: tuple[int, ...],
+    init: tuple[bytes, tuple[Any, ...]] | None,
 ) -> None:
     """Entry point of a worker process (the ``target`` of its ``Process``).
 
@@ -65,10 +68,10 @@ def _exit_when_orphaned(lifeline: Connection) -> None:
     os._exit(_ORPHANED)
 
 
-def _run_initializer(conn: Connection, init: bytes) -> bool:
+def _run_initializer(conn: Connection, init: tuple[bytes, tuple[Any, ...]]) -> bool:
+    function, initargs = init
     try:
-        initializer, initargs = pickle.loads(init)
-        initializer(*initargs)
+        pickle.loads(function)(*initargs)
     except BaseException as exc:
         conn.send_bytes(INIT_FAILED + encode_exception(exc))
         return False
