@@ -70,6 +70,10 @@ class TaskInfo:
     task_id: int
     timeout: float | None = None
     size: int = 0  # bytes it takes on the wire
+    # May wait in a busy worker's channel behind the task it runs. Never for apply_async tasks:
+    # a task bound to a busy worker cannot move to one that becomes idle, and tasks that wait
+    # for each other would deadlock (the standard library's pool never binds a task early).
+    prefetch: bool = True
 
 
 @dataclass(frozen=True)
@@ -254,6 +258,23 @@ class Policy:
                 return actions + self.break_pool()
         return actions + self._replenish() + self._dispatch()
 
+    def send_failed(self, wid: int, task_ids: tuple[int, ...]) -> list[Action]:
+        """A batch could not be sent (the worker's channel is closed): the worker never had it.
+        Queue it again at the head; send that worker nothing more (its exit is on its way)."""
+        worker = self._workers[wid]
+        ids = set(task_ids)
+        unsent = [t for batch in worker.batches for t in batch if t.task_id in ids]
+        worker.batches = deque(
+            kept for batch in worker.batches if (kept := [t for t in batch if t.task_id not in ids])
+        )
+        if not worker.batches:
+            worker.deadline = None
+        worker.phase = _Phase.LEAVING
+        self._pending.extendleft(reversed(unsent))
+        if self.state is Lifecycle.BROKEN:
+            return self._fail_pending(FailReason.BROKEN)
+        return self._replenish() + self._dispatch()
+
     def spawn_failed(self, wid: int) -> list[Action]:
         """Starting a worker raised; go on with the others, or break if there are none."""
         del self._workers[wid]
@@ -327,9 +348,13 @@ class Policy:
                 break
             if worker.phase is _Phase.IDLE:
                 actions.append(self._send_batch(worker, self._batch_limit(worker), None))
-        # Idle workers first; then busy ones may take a small batch to run next.
+        # Idle workers first; then busy ones may take a small batch to run next, unless a
+        # worker is about to be free (idle or starting) to take it.
+        free_soon = any(w.phase in (_Phase.IDLE, _Phase.STARTING) for w in self._workers.values())
         for worker in self._workers.values():
-            if not self._pending or not self.prefetch_bytes:
+            if not self._pending or not self.prefetch_bytes or free_soon:
+                break
+            if not self._pending[0].prefetch:
                 break
             if worker.phase is _Phase.BUSY and len(worker.batches) == 1 and worker.deadline is None:
                 limit = self._batch_limit(worker)

@@ -336,17 +336,26 @@ class Pool:
                     stopped = True
                     break
                 tasks = []
+                read = 0
                 try:
                     for chunk in islice(chunks, room):
-                        tasks.append(self._task(Mode.MAP, function, chunk, iterator, index, func))
+                        read += 1
+                        try:
+                            task = self._task(Mode.MAP, function, chunk, iterator, index, func)
+                        except Exception as exc:
+                            # This chunk would not pickle: it fails alone and the input goes
+                            # on, as in the standard library.
+                            iterator._fail(index, exc)
+                        else:
+                            tasks.append(task)
                         index += 1
-                    exhausted = len(tasks) < room
+                    exhausted = read < room
                 except Exception as exc:
-                    # The input raised, or a chunk would not pickle: the exception takes the
-                    # place of that chunk, after the chunks read before it.
+                    # The input itself raised: its exception ends the results.
                     failure, exhausted = exc, True
+                if read:
+                    iterator._note_submitted(read)
                 if tasks:
-                    iterator._note_submitted(len(tasks))
                     self._backend.submit(tasks)
             if failure is not None:
                 iterator._fail(index, failure)

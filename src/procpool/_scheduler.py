@@ -57,7 +57,7 @@ from ._policy import (
     Stop,
     TaskInfo,
 )
-from ._protocol import DONE, INIT_FAILED, READY, STOP, WireTask, pack_tasks, unpack_done
+from ._protocol import DONE, INIT_FAILED, READY, STOP, Mode, WireTask, pack_tasks, unpack_done
 from ._serialize import decode_exception
 from ._worker import worker_main
 
@@ -302,8 +302,10 @@ class ProcessBackend:
         try:
             handle.conn.send_bytes(pack_tasks(batch))
         except OSError:
-            # The worker is dying; its sentinel will fire and the policy fails the batch then.
+            # The worker's end is closed: it is dead or dying and never received this batch.
+            # Queue the batch again instead of failing it as if it had run there.
             self._kill(handle)
+            self._execute(self._policy.send_failed(action.wid, action.task_ids))
 
     def _respawn(self, wid: int) -> None:
         try:
@@ -402,7 +404,14 @@ class ProcessBackend:
         for task in tasks:
             task_id = next(self._task_ids)
             self._tasks[task_id] = task
-            infos.append(TaskInfo(task_id, task.timeout, len(task.function) + len(task.arguments)))
+            infos.append(
+                TaskInfo(
+                    task_id,
+                    task.timeout,
+                    len(task.function) + len(task.arguments),
+                    prefetch=task.mode is not Mode.APPLY,
+                )
+            )
         self._execute(self._policy.submit(infos))
 
     def _on_open_source(self) -> None:
