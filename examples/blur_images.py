@@ -43,9 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.make_samples:
         make_samples(args.folder, args.make_samples)
-    images = sorted(
-        str(p) for p in args.folder.glob("*.jpg") if not p.name.startswith("blurred_")
-    )
+    images = sorted(str(p) for p in args.folder.glob("*.jpg") if not p.name.startswith("blurred_"))
     with Pool(cpu_count()) as pool:
         for saved in pool.imap_unordered(blur_image, images):
             print(saved)

@@ -26,13 +26,7 @@ from multiprocessing import (
 )
 from typing import Any
 
-from ._context import (
-    Context,
-    get_all_start_methods,
-    get_context,
-    get_start_method,
-    set_start_method,
-)
+from ._context import Context, get_all_start_methods, get_context
 from ._cpu import cpu_count
 from ._errors import (
     BrokenPoolError,
@@ -45,6 +39,7 @@ from ._errors import (
 )
 from ._pool import Pool
 from ._process import Process
+from ._start_method import get_start_method, set_start_method
 
 __version__ = "0.1.0"
 

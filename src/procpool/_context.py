@@ -19,18 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from ._cpu import cpu_count
 from ._process import ForkProcess, ForkServerProcess, Process, SpawnProcess
+from ._start_method import default_method, platform_default
 
 if TYPE_CHECKING:
     from ._pool import Pool
 
-__all__ = [
-    "Context",
-    "default_method",
-    "get_all_start_methods",
-    "get_context",
-    "get_start_method",
-    "set_start_method",
-]
+__all__ = ["Context", "get_all_start_methods", "get_context"]
 
 _PROCESS_CLASSES: dict[str, type[Process]] = {
     "fork": ForkProcess,
@@ -42,12 +36,8 @@ _PROCESS_CLASSES: dict[str, type[Process]] = {
 def get_all_start_methods() -> list[str]:
     """The start methods this platform supports, procpool's default first."""
     methods: list[str] = multiprocessing.get_all_start_methods()
-    default = _platform_default()
+    default = platform_default()
     return [default] + [m for m in methods if m != default]
-
-
-def _platform_default() -> str:
-    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 class Context:
@@ -90,16 +80,7 @@ class Context:
         return Pool(processes, initializer, initargs, maxtasksperchild, context=self)
 
 
-class _StartMethod:
-    """procpool's current default start method; like the standard library's, set at most once
-    unless forced. (Separate from the standard library's, which procpool never changes.)"""
-
-    def __init__(self) -> None:
-        self.method: str | None = None
-        self.contexts: dict[str, Context] = {}
-
-
-_current = _StartMethod()
+_contexts: dict[str, Context] = {}
 
 
 def get_context(method: str | None = None) -> Context:
@@ -107,30 +88,6 @@ def get_context(method: str | None = None) -> Context:
     method = method or default_method()
     if method not in multiprocessing.get_all_start_methods():
         raise ValueError(f"cannot find context for {method!r}")
-    if method not in _current.contexts:
-        _current.contexts[method] = Context(method)
-    return _current.contexts[method]
-
-
-def default_method() -> str:
-    """The start method new pools and processes use (``forkserver`` on Linux unless set)."""
-    return _current.method or _platform_default()
-
-
-def get_start_method(allow_none: bool = False) -> str | None:
-    """The current default start method; None if never set and ``allow_none`` is true."""
-    if allow_none:
-        return _current.method
-    return default_method()
-
-
-def set_start_method(method: str | None, force: bool = False) -> None:
-    """Choose the default start method for procpool's pools and processes.
-
-    As in the standard library, a second call raises ``RuntimeError`` unless ``force`` is true.
-    """
-    if _current.method is not None and not force:
-        raise RuntimeError("context has already been set")
-    if method is not None:
-        get_context(method)  # validates the name
-    _current.method = method
+    if method not in _contexts:
+        _contexts[method] = Context(method)
+    return _contexts[method]

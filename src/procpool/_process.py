@@ -14,6 +14,9 @@ import pickle
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from ._serialize import dumps_for_child
+from ._start_method import default_method, get_start_method, set_start_method
+
 __all__ = ["ForkProcess", "ForkServerProcess", "Process", "SpawnProcess"]
 
 
@@ -28,8 +31,6 @@ class Process(BaseProcess):
 
     @staticmethod
     def _Popen(process_obj: BaseProcess) -> Any:
-        from ._context import default_method
-
         method = process_obj._start_method or default_method()  # type: ignore[attr-defined]
         return multiprocessing.get_context(method).Process._Popen(process_obj)  # type: ignore[attr-defined]
 
@@ -37,12 +38,16 @@ class Process(BaseProcess):
         state = self.__dict__.copy()
         target = state.get("_target")
         if target is not None:
-            from ._serialize import dumps_for_child
-
             state["_target"] = _ByValue(dumps_for_child(target))
+        # A child started by spawn or forkserver begins with procpool's defaults: pass on the
+        # start method chosen here, as the standard library passes on its own.
+        state["_procpool_start_method"] = get_start_method(allow_none=True)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        method = state.pop("_procpool_start_method", None)
+        if method is not None and get_start_method(allow_none=True) is None:
+            set_start_method(method)
         target = state.get("_target")
         if isinstance(target, _ByValue):
             state["_target"] = pickle.loads(target.blob)

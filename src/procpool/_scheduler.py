@@ -146,7 +146,13 @@ class ProcessBackend:
         self._done.wait()
 
     def join(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
+        if not self._done.wait(timeout):
+            return False
+        # As multiprocessing.Pool.join() does with its handler threads: once join() returns, the
+        # pool's thread has ended, not merely finished its work.
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        return True
 
     def repopulate(self) -> None:
         filled = threading.Event()
