@@ -9,6 +9,7 @@ methods and the facade never knows which it talks to.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Protocol
@@ -25,8 +26,12 @@ class ResultSink(Protocol):
     Both methods may be called from the backend's thread and must return quickly.
     """
 
-    def _deliver(self, index: int, status: Status, payload: memoryview) -> None:
-        """The task ran; ``payload`` is the still-pickled result or exception."""
+    def _deliver(
+        self, index: int, status: Status, payload: memoryview, attempts: Sequence[str] = ()
+    ) -> None:
+        """The task ran; ``payload`` is the still-pickled result or exception.
+
+        ``attempts`` says how earlier attempts at it failed, when it was retried."""
 
     def _fail(self, index: int, exc: BaseException) -> None:
         """The task could not run or could not finish (its worker died, say)."""
@@ -42,7 +47,10 @@ class PreparedTask:
     sink: ResultSink
     index: int
     label: str  # names the function in error messages
-    timeout: float | None = None
+    timeout: float | None = None  # seconds it may run once started
+    retries: int = 0  # runs it may have again after a failed attempt
+    retry_on: bytes = b""  # pickled tuple of the exception types worth a retry
+    return_exceptions: bool = False  # a failed item of a chunk yields its exception in place
 
 
 class Backend(Protocol):
@@ -56,6 +64,9 @@ class Backend(Protocol):
 
     def close_source(self) -> None:
         """The lazy producer opened with :meth:`open_source` has submitted everything."""
+
+    def cancel(self, sink: ResultSink) -> bool:
+        """Cancel the sink's unfinished tasks (stopping them if they run); False if none was."""
 
     def close(self) -> None:
         """Accept no new work; finish what was submitted, then release the workers."""

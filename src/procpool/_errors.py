@@ -10,6 +10,8 @@ keep catching them::
         ├── TaskDecodeError        a task's function, arguments or outcome could not be unpickled
         ├── TaskTimeoutError       the task ran past its timeout and its worker was killed
         │                          (also a builtin TimeoutError)
+        ├── TaskCancelledError     the caller cancelled the task (also a concurrent.futures
+        │                          CancelledError)
         ├── PoolTerminatedError    terminate() ended the pool before the task finished
         └── BrokenPoolError        the pool cannot run tasks any more (also a
             │                      concurrent.futures BrokenProcessPool)
@@ -25,6 +27,8 @@ type and arguments, the worker's traceback attached as ``__cause__`` (a
 from __future__ import annotations
 
 import signal
+from collections.abc import Sequence
+from concurrent.futures import CancelledError
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import ProcessError
 
@@ -41,10 +45,12 @@ __all__ = [
     "PoolTerminatedError",
     "ProcpoolError",
     "RemoteTraceback",
+    "TaskCancelledError",
     "TaskDecodeError",
     "TaskTimeoutError",
     "WorkerLostError",
     "attach_remote_traceback",
+    "attempts_note",
     "describe_exit",
 ]
 
@@ -80,6 +86,10 @@ class TaskTimeoutError(ProcpoolError, TimeoutError):
     """
 
 
+class TaskCancelledError(ProcpoolError, CancelledError):
+    """The task was cancelled (``AsyncResult.cancel()``) before it produced a result."""
+
+
 class PoolTerminatedError(ProcpoolError):
     """The pool was terminated before the task produced a result."""
 
@@ -98,25 +108,31 @@ class InitializerError(BrokenPoolError):
 
 # Signals whose death has a well-known likely cause worth naming in the message.
 _SIGNAL_HINTS = {
-    signal.SIGKILL: "killed with SIGKILL: possibly the out-of-memory killer",
-    signal.SIGSEGV: "segmentation fault (SIGSEGV): a crash in native code",
-    signal.SIGBUS: "bus error (SIGBUS): a crash in native code or a truncated memory map",
+    signal.SIGKILL: "was killed with SIGKILL: possibly the out-of-memory killer",
+    signal.SIGSEGV: "crashed with a segmentation fault (SIGSEGV) in native code",
+    signal.SIGBUS: "crashed with a bus error (SIGBUS): native code, or a truncated memory map",
     signal.SIGABRT: "aborted (SIGABRT): a failed assertion in native code",
-    signal.SIGTERM: "terminated with SIGTERM",
+    signal.SIGTERM: "was terminated with SIGTERM",
 }
 
 
 def describe_exit(exitcode: int | None) -> str:
     """Say in words how a process ended, from its ``exitcode`` (negative: killed by a signal)."""
     if exitcode is None:
-        return "exit status unknown"
+        return "ended, exit status unknown"
     if exitcode >= 0:
         return f"exited with code {exitcode}"
     try:
         sig = signal.Signals(-exitcode)
     except ValueError:
-        return f"killed by signal {-exitcode}"
-    return _SIGNAL_HINTS.get(sig, f"killed by {sig.name}")
+        return f"was killed by signal {-exitcode}"
+    return _SIGNAL_HINTS.get(sig, f"was killed by {sig.name}")
+
+
+def attempts_note(attempts: Sequence[str]) -> str:
+    """The note added to a task's final error when earlier attempts at it failed too."""
+    lines = "\n".join(f"  attempt {i}: {what}" for i, what in enumerate(attempts, 1))
+    return f"procpool: earlier attempts at this task failed:\n{lines}"
 
 
 def attach_remote_traceback(exc: BaseException, tb_text: str) -> BaseException:

@@ -21,6 +21,7 @@ __all__ = [
     "Kill",
     "Lifecycle",
     "Policy",
+    "Retry",
     "Send",
     "Spawn",
     "Stop",
@@ -61,6 +62,8 @@ class FailReason(enum.Enum):
     TIMED_OUT = enum.auto()  # the task ran past its deadline; its worker was killed
     TERMINATED = enum.auto()  # terminate() was called
     BROKEN = enum.auto()  # the pool broke (initializer failed, no worker can start)
+    CANCELLED = enum.auto()  # the caller cancelled it
+    RAISED = enum.auto()  # (retries only) it raised one of the exceptions worth a retry
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class TaskInfo:
     # a task bound to a busy worker cannot move to one that becomes idle, and tasks that wait
     # for each other would deadlock (the standard library's pool never binds a task early).
     prefetch: bool = True
+    retries: int = 0  # how many times it may be run again after a failed attempt
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,16 @@ class Fail:
     wid: int | None = None  # the worker involved, for WORKER_LOST and TIMED_OUT
 
 
-Action = Spawn | Send | Stop | Kill | Fail
+@dataclass(frozen=True)
+class Retry:
+    """The attempt failed (``reason``, on worker ``wid``); the task is queued to run again."""
+
+    task_id: int
+    reason: FailReason
+    wid: int
+
+
+Action = Spawn | Send | Stop | Kill | Fail | Retry
 
 
 @dataclass
@@ -118,6 +131,7 @@ class _Worker:
     # and at most one prefetched behind it.
     batches: deque[list[TaskInfo]] = field(default_factory=deque)
     deadline: float | None = None
+    retiring: bool = False  # replace it once it is idle (it outgrew the memory cap)
 
     def held(self) -> tuple[int, ...]:
         return tuple(t.task_id for batch in self.batches for t in batch)
@@ -139,13 +153,16 @@ class Policy:
         maxtasksperchild: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         prefetch_bytes: int = 0,
+        max_memory: int | None = None,
     ) -> None:
         """``prefetch_bytes``: a busy worker may be sent one more batch of at most this many
         bytes, so that it never waits for a round trip between batches (0: never). Small is
-        the point: a frame that fits the channel's buffer cannot block the scheduler."""
+        the point: a frame that fits the channel's buffer cannot block the scheduler.
+        ``max_memory``: a worker that reports more resident bytes is replaced once idle."""
         self.size = processes
         self.maxtasks = maxtasksperchild
         self.prefetch_bytes = prefetch_bytes
+        self.max_memory = max_memory
         self.state = Lifecycle.RUN
         self._clock = clock
         self._pending: deque[TaskInfo] = deque()
@@ -153,6 +170,9 @@ class Policy:
         self._next_wid = 0
         self._startup_failures = 0
         self._open_sources = 0
+        self._failed_attempts: dict[int, int] = {}  # task id -> attempts that failed so far
+        # Cancelled tasks a worker still holds (it may run them); their reports are ignored.
+        self._cancelled: set[int] = set()
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -216,24 +236,40 @@ class Policy:
             worker.phase = _Phase.IDLE
         return self._dispatch()
 
-    def task_done(self, wid: int, task_id: int) -> list[Action]:
-        """The worker reported the task's outcome (a result or the task's own exception)."""
+    def task_done(
+        self, wid: int, task_id: int, retryable: bool = False, resident: int = 0
+    ) -> list[Action]:
+        """The worker reported the task's outcome (a result or the task's own exception).
+
+        ``retryable``: the task raised one of its ``retry_on`` exceptions; a Retry action says
+        the task runs again (its outcome is then not delivered). ``resident``: the worker's
+        memory as it reported it (0: not measured).
+        """
         worker = self._workers[wid]
         if task_id not in worker.held():
             return []  # a late report for a task already failed (timed out, say)
         running = worker.batches[0]
-        running[:] = [t for t in running if t.task_id != task_id]
+        task = next(t for t in running if t.task_id == task_id)
+        running.remove(task)
         worker.completed += 1
+        if self.max_memory is not None and resident > self.max_memory:
+            worker.retiring = True
+        actions: list[Action] = []
+        if self._forget_cancelled(task):
+            pass
+        elif retryable and self._may_retry(task):
+            actions.append(self._retry_or_fail(task, FailReason.RAISED, wid))
+        else:
+            self._failed_attempts.pop(task_id, None)
         if not running:
             worker.batches.popleft()
             worker.deadline = None
         if worker.batches:
-            return self._dispatch()  # it goes on with its prefetched batch: maybe prefetch more
+            return actions + self._dispatch()  # on to its prefetched batch: maybe prefetch more
         if worker.phase is not _Phase.BUSY:
-            return []
+            return actions
         worker.phase = _Phase.IDLE
-        actions: list[Action] = []
-        if self.maxtasks is not None and worker.completed >= self.maxtasks:
+        if worker.retiring or (self.maxtasks is not None and worker.completed >= self.maxtasks):
             worker.phase = _Phase.LEAVING
             actions.append(Stop(wid))
             actions += self._replenish()
@@ -248,8 +284,10 @@ class Policy:
         if held:
             # A worker runs its tasks in order and reports each: only the first unreported one
             # was running. The rest never started, so they go back to the head of the queue.
-            actions.append(Fail((held[0].task_id,), FailReason.WORKER_LOST, wid))
-            self._pending.extendleft(reversed(held[1:]))
+            running, unstarted = held[0], [t for t in held[1:] if not self._forget_cancelled(t)]
+            self._pending.extendleft(reversed(unstarted))
+            if not self._forget_cancelled(running):
+                actions.append(self._retry_or_fail(running, FailReason.WORKER_LOST, wid))
             if self.state is Lifecycle.BROKEN:
                 actions += self._fail_pending(FailReason.BROKEN)
         if worker.phase is _Phase.STARTING:
@@ -263,7 +301,12 @@ class Policy:
         Queue it again at the head; send that worker nothing more (its exit is on its way)."""
         worker = self._workers[wid]
         ids = set(task_ids)
-        unsent = [t for batch in worker.batches for t in batch if t.task_id in ids]
+        unsent = [
+            t
+            for batch in worker.batches
+            for t in batch
+            if t.task_id in ids and not self._forget_cancelled(t)
+        ]
         worker.batches = deque(
             kept for batch in worker.batches if (kept := [t for t in batch if t.task_id not in ids])
         )
@@ -295,12 +338,47 @@ class Policy:
         actions: list[Action] = []
         for worker in self._workers.values():
             if worker.deadline is not None and worker.deadline <= now:
-                timed_out = tuple(t.task_id for t in worker.release())
+                actions.append(Kill(worker.wid))
                 worker.phase = _Phase.LEAVING
-                actions += [Kill(worker.wid), Fail(timed_out, FailReason.TIMED_OUT, worker.wid)]
+                for task in worker.release():  # a task with a deadline travels alone
+                    if not self._forget_cancelled(task):
+                        actions.append(self._retry_or_fail(task, FailReason.TIMED_OUT, worker.wid))
         if actions:
             actions += self._replenish()
         return actions
+
+    def cancel(self, task_ids: Iterable[int]) -> list[Action]:
+        """The caller cancelled these tasks: fail them CANCELLED, wherever they are.
+
+        A queued task is dropped; a running one is stopped by killing its worker (which is
+        replaced, and whose other tasks go back to the queue); one waiting behind another in a
+        worker's channel cannot be taken back, so the worker runs it and its report is ignored.
+        """
+        ids = set(task_ids)
+        found = [t.task_id for t in self._pending if t.task_id in ids]
+        if found:
+            self._pending = deque(t for t in self._pending if t.task_id not in ids)
+        actions: list[Action] = []
+        for worker in self._workers.values():
+            held = worker.held()
+            hit = [task_id for task_id in held if task_id in ids]
+            found += hit
+            if not hit:
+                continue
+            if held[0] in ids and worker.phase is not _Phase.LEAVING:
+                unstarted = [t for t in worker.release()[1:] if t.task_id not in ids]
+                self._pending.extendleft(reversed(unstarted))
+                worker.phase = _Phase.LEAVING
+                actions.append(Kill(worker.wid))
+            else:
+                self._cancelled.update(hit)
+        if not found:
+            return []
+        for task_id in found:
+            self._failed_attempts.pop(task_id, None)
+        return [Fail(tuple(found), FailReason.CANCELLED), *actions] + (
+            self._replenish() + self._dispatch()
+        )
 
     def close(self) -> list[Action]:
         """No more tasks will come (but lazy sources already open may still add theirs)."""
@@ -323,6 +401,26 @@ class Policy:
         return actions
 
     # -- decisions ----------------------------------------------------------------------------
+
+    def _may_retry(self, task: TaskInfo) -> bool:
+        running = self.state in (Lifecycle.RUN, Lifecycle.CLOSE)
+        return running and self._failed_attempts.get(task.task_id, 0) < task.retries
+
+    def _retry_or_fail(self, task: TaskInfo, reason: FailReason, wid: int) -> Action:
+        """After a failed attempt: queue the task again first in line, or fail it for good."""
+        if self._may_retry(task):
+            self._failed_attempts[task.task_id] = self._failed_attempts.get(task.task_id, 0) + 1
+            self._pending.appendleft(task)
+            return Retry(task.task_id, reason, wid)
+        self._failed_attempts.pop(task.task_id, None)
+        return Fail((task.task_id,), reason, wid)
+
+    def _forget_cancelled(self, task: TaskInfo) -> bool:
+        """True (and forget it) if the task was cancelled while a worker held it."""
+        if task.task_id in self._cancelled:
+            self._cancelled.discard(task.task_id)
+            return True
+        return False
 
     def _wants_workers(self) -> bool:
         if self.state is Lifecycle.RUN:

@@ -12,13 +12,14 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, Unpack
 
 from ._backend import Backend, PreparedTask
 from ._callbacks import CallbackRunner
 from ._context import get_context
 from ._cpu import cpu_count
 from ._errors import PoolTerminatedError
+from ._options import ExceptionTypes, MapOptions, Options, TaskOptions, exception_types
 from ._policy import Lifecycle
 from ._protocol import Mode
 from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult, _LazyIterator
@@ -62,6 +63,9 @@ class Pool:
         context: Any = None,
         *,
         task_timeout: float | None = None,
+        retries: int = 0,
+        retry_on: ExceptionTypes | None = None,
+        max_memory_per_child: int | None = None,
     ) -> None:
         self._state = Lifecycle.INIT
         if processes is None:
@@ -74,18 +78,22 @@ class Pool:
             raise ValueError("maxtasksperchild must be a positive int or None")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        if task_timeout is not None and not task_timeout > 0:
-            raise ValueError("task_timeout must be a positive number of seconds or None")
+        if max_memory_per_child is not None and not (
+            isinstance(max_memory_per_child, int) and max_memory_per_child > 0
+        ):
+            raise ValueError("max_memory_per_child must be a positive number of bytes or None")
+        self._options = Options(task_timeout, retries, exception_types(retry_on))
         self._ctx = context if context is not None else get_context()
         self._processes = processes
-        self._task_timeout = task_timeout
         self._callbacks = CallbackRunner()
         self._feeds: set[_LazyIterator[Any]] = set()
         self._feeds_lock = threading.Lock()
         # The arguments travel with the worker's start (a fork inherits them), as in the
         # standard library, so they may hold queues, locks and shared values.
         init = None if initializer is None else (dumps_callable(initializer), tuple(initargs))
-        self._backend: Backend = ProcessBackend(self._ctx, processes, maxtasksperchild, init)
+        self._backend: Backend = ProcessBackend(
+            self._ctx, processes, maxtasksperchild, init, max_memory_per_child
+        )
         self._state = Lifecycle.RUN
 
     def __repr__(self) -> str:
@@ -121,12 +129,18 @@ class Pool:
             raise ValueError("Pool not running")
 
     # -- submitting work -----------------------------------------------------------------------
+    # Each method keeps the standard library's signature; the keyword-only ``options`` are
+    # procpool's (TaskOptions: timeout, retries, retry_on; MapOptions adds return_exceptions).
 
     def apply(
-        self, func: Callable[..., R], args: Iterable[Any] = (), kwds: Mapping[str, Any] = {}
+        self,
+        func: Callable[..., R],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = {},
+        **options: Unpack[TaskOptions],
     ) -> R:
         """Call ``func(*args, **kwds)`` in a worker and return its result."""
-        return self.apply_async(func, args, kwds).get()
+        return self.apply_async(func, args, kwds, **options).get()
 
     def apply_async(
         self,
@@ -135,14 +149,16 @@ class Pool:
         kwds: Mapping[str, Any] = {},
         callback: Callable[[R], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        **options: Unpack[TaskOptions],
     ) -> ApplyResult[R]:
         """Call ``func(*args, **kwds)`` in a worker; the result arrives in the returned object."""
         self._check_running()
-        result: ApplyResult[R] = ApplyResult(self._callbacks, callback, error_callback)
+        chosen = self._options.override(options)
+        result: ApplyResult[R] = ApplyResult(
+            self._callbacks, self._backend, callback, error_callback
+        )
         try:
-            task = self._task(
-                Mode.APPLY, dumps_callable(func), (tuple(args), dict(kwds)), result, 0, func
-            )
+            task = self._prepare(chosen, func)(Mode.APPLY, (tuple(args), dict(kwds)), result, 0)
         except Exception as exc:
             result._fail(0, exc)
         else:
@@ -150,10 +166,14 @@ class Pool:
         return result
 
     def map(
-        self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[[Any], R],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        **options: Unpack[MapOptions],
     ) -> list[R]:
         """``list(map(func, iterable))``, computed in the workers, in order."""
-        return self._map_async(func, iterable, Mode.MAP, chunksize).get()
+        return self._map_async(func, iterable, Mode.MAP, chunksize, None, None, options).get()
 
     def map_async(
         self,
@@ -162,18 +182,22 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[R]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        **options: Unpack[MapOptions],
     ) -> MapResult[R]:
         """Like :meth:`map`, returning at once; the list arrives in the returned object."""
-        return self._map_async(func, iterable, Mode.MAP, chunksize, callback, error_callback)
+        return self._map_async(
+            func, iterable, Mode.MAP, chunksize, callback, error_callback, options
+        )
 
     def starmap(
         self,
         func: Callable[..., R],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
+        **options: Unpack[MapOptions],
     ) -> list[R]:
         """Like :meth:`map`, but each item is unpacked as ``func``'s arguments."""
-        return self._map_async(func, iterable, Mode.STARMAP, chunksize).get()
+        return self._map_async(func, iterable, Mode.STARMAP, chunksize, None, None, options).get()
 
     def starmap_async(
         self,
@@ -182,23 +206,40 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[R]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        **options: Unpack[MapOptions],
     ) -> MapResult[R]:
         """Like :meth:`starmap`, returning at once."""
-        return self._map_async(func, iterable, Mode.STARMAP, chunksize, callback, error_callback)
+        return self._map_async(
+            func, iterable, Mode.STARMAP, chunksize, callback, error_callback, options
+        )
 
     def imap(
-        self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: int = 1
+        self,
+        func: Callable[[Any], R],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        **options: Unpack[MapOptions],
     ) -> IMapIterator[R]:
         """A lazy ``map``: results in order, as they are ready; the input is read as needed."""
-        iterator: IMapIterator[R] = IMapIterator(self._window())
-        return self._imap(func, iterable, chunksize, iterator)
+        chosen = self._options.override(options)
+        iterator: IMapIterator[R] = IMapIterator(
+            self._backend, self._window(), chosen.return_exceptions
+        )
+        return self._imap(func, iterable, chunksize, iterator, chosen)
 
     def imap_unordered(
-        self, func: Callable[[Any], R], iterable: Iterable[Any], chunksize: int = 1
+        self,
+        func: Callable[[Any], R],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        **options: Unpack[MapOptions],
     ) -> IMapUnorderedIterator[R]:
         """Like :meth:`imap`, but results come in the order they finish."""
-        iterator: IMapUnorderedIterator[R] = IMapUnorderedIterator(self._window())
-        return self._imap(func, iterable, chunksize, iterator)
+        chosen = self._options.override(options)
+        iterator: IMapUnorderedIterator[R] = IMapUnorderedIterator(
+            self._backend, self._window(), chosen.return_exceptions
+        )
+        return self._imap(func, iterable, chunksize, iterator, chosen)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -219,18 +260,23 @@ class Pool:
         with self._feeds_lock:
             feeds = list(self._feeds)
         for iterator in feeds:
-            iterator._stop(
-                PoolTerminatedError("the pool was terminated before this input was read")
-            )
+            iterator._stop(PoolTerminatedError("the pool was terminated before reading this input"))
         self._backend.terminate()
 
     def join(self) -> None:
-        """Wait for the workers to exit; call :meth:`close` or :meth:`terminate` first."""
+        """Wait for the workers to exit; call :meth:`close` or :meth:`terminate` first.
+
+        Ctrl-C while waiting terminates the pool and the KeyboardInterrupt goes on.
+        """
         if self._state is Lifecycle.RUN:
             raise ValueError("Pool is still running")
         if self._state not in (Lifecycle.CLOSE, Lifecycle.TERMINATE):
             raise ValueError("In unknown state")
-        self._backend.join()
+        try:
+            self._backend.join()
+        except KeyboardInterrupt:
+            self.terminate()
+            raise
         self._callbacks.close()
 
     def __enter__(self) -> Pool:
@@ -248,13 +294,27 @@ class Pool:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _task(
-        self, mode: Mode, function: bytes, arguments: Any, sink: Any, index: int, func: Any
-    ) -> PreparedTask:
-        label = getattr(func, "__qualname__", None) or type(func).__qualname__
-        return PreparedTask(
-            mode, function, dumps(arguments), sink, index, repr(label), self._task_timeout
-        )
+    def _prepare(self, options: Options, func: Any) -> Callable[..., PreparedTask]:
+        """Pickle ``func`` and the options once for a call; the result makes its tasks."""
+        function = dumps_callable(func)
+        retry_on = dumps(options.retry_on) if options.retry_on else b""
+        label = repr(getattr(func, "__qualname__", None) or type(func).__qualname__)
+
+        def task(mode: Mode, arguments: Any, sink: Any, index: int) -> PreparedTask:
+            return PreparedTask(
+                mode,
+                function,
+                dumps(arguments),
+                sink,
+                index,
+                label,
+                options.timeout,
+                options.retries,
+                retry_on,
+                options.return_exceptions,
+            )
+
+        return task
 
     def _window(self) -> int:
         return max(_MIN_WINDOW, _WINDOW_PER_WORKER * self._processes)
@@ -265,24 +325,32 @@ class Pool:
         iterable: Iterable[Any],
         mode: Mode,
         chunksize: int | None,
-        callback: Callable[[list[R]], object] | None = None,
-        error_callback: Callable[[BaseException], object] | None = None,
+        callback: Callable[[list[R]], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+        options: MapOptions,
     ) -> MapResult[R]:
         self._check_running()
+        chosen = self._options.override(options)
+        chunksize = chosen.chunksize_allowed(chunksize)
         items = iterable if hasattr(iterable, "__len__") else list(iterable)
         if chunksize is None:
             chunksize = _auto_chunksize(len(items), self._processes)  # type: ignore[arg-type]
         elif chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         chunks = list(_chunked(items, chunksize))
-        result: MapResult[R] = MapResult(self._callbacks, len(chunks), callback, error_callback)
+        result: MapResult[R] = MapResult(
+            self._callbacks,
+            self._backend,
+            [len(chunk) for chunk in chunks],
+            callback,
+            error_callback,
+            chosen.return_exceptions,
+        )
         if not chunks:
             return result
         try:
-            function = dumps_callable(func)
-            tasks = [
-                self._task(mode, function, chunk, result, i, func) for i, chunk in enumerate(chunks)
-            ]
+            prepare = self._prepare(chosen, func)
+            tasks = [prepare(mode, chunk, result, i) for i, chunk in enumerate(chunks)]
         except Exception as exc:
             result._fail(0, exc)
             return result
@@ -290,15 +358,21 @@ class Pool:
         return result
 
     def _imap(
-        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int, iterator: _Lazy
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int,
+        iterator: _Lazy,
+        options: Options,
     ) -> _Lazy:
         self._check_running()
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        chunksize = options.chunksize_allowed(chunksize) or 1
         try:
-            function = dumps_callable(func)
+            prepare = self._prepare(options, func)
         except Exception as exc:
-            iterator._fail(0, exc)
+            iterator._input_failed(0, exc)
             iterator._set_length(1)
             return iterator
         with self._feeds_lock:
@@ -306,7 +380,7 @@ class Pool:
         self._backend.open_source()
         threading.Thread(
             target=self._feed,
-            args=(iterator, iterable, chunksize, function, func),
+            args=(iterator, iterable, chunksize, prepare),
             name="procpool-feeder",
             daemon=True,
         ).start()
@@ -317,8 +391,7 @@ class Pool:
         iterator: _LazyIterator[Any],
         iterable: Iterable[Any],
         chunksize: int,
-        function: bytes,
-        func: Any,
+        prepare: Callable[..., PreparedTask],
     ) -> None:
         """Read the input of one imap in chunks and submit them (on the feeder thread).
 
@@ -340,8 +413,9 @@ class Pool:
                 try:
                     for chunk in islice(chunks, room):
                         read += 1
+                        iterator._note_chunk(index, len(chunk))
                         try:
-                            task = self._task(Mode.MAP, function, chunk, iterator, index, func)
+                            task = prepare(Mode.MAP, chunk, iterator, index)
                         except Exception as exc:
                             # This chunk would not pickle: it fails alone and the input goes
                             # on, as in the standard library.
@@ -358,7 +432,7 @@ class Pool:
                 if tasks:
                     self._backend.submit(tasks)
             if failure is not None:
-                iterator._fail(index, failure)
+                iterator._input_failed(index, failure)
                 index += 1
         finally:
             if not stopped:

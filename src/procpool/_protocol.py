@@ -3,11 +3,13 @@
 Each worker has its own duplex channel (a ``multiprocessing.connection`` socket pair); every
 message is one ``send_bytes`` frame whose first byte says what it is:
 
-    scheduler -> worker   TASKS   b"T" + pickle([(task_id, mode, function, arguments), ...])
+    scheduler -> worker   TASKS   b"T" + pickle([WireTask, ...])
                           STOP    b"S"                      finish the current batch, then exit
     worker -> scheduler   READY   b"R"                      the initializer has run
                           INIT    b"I" + encoded exception  the initializer raised
-                          DONE    b"D" + header + payload   one task's outcome
+                          DONE    b"D" + header + payload   one task's outcome; the header
+                                                            also carries the worker's resident
+                                                            memory, when it measured it
 
 A batch holds one or more tasks; the worker answers each with its own DONE frame, so results
 stream back while the batch runs. ``function`` and ``arguments`` are pickles of their own, made in
@@ -33,7 +35,7 @@ READY = b"R"
 INIT_FAILED = b"I"
 DONE = b"D"
 
-_DONE_HEADER = struct.Struct("!QB")
+_DONE_HEADER = struct.Struct("!QBQ")  # task id, status, resident bytes (0: not measured)
 
 
 class Mode(IntEnum):
@@ -50,6 +52,9 @@ class Status(IntEnum):
     OK = 0  # payload: pickle of the result (a list for MAP and STARMAP)
     ERROR = 1  # payload: encode_exception(exc) of what the task raised
     UNDECODABLE = 2  # payload: encode_exception(exc) of why the task could not be unpickled
+    # The task raised one of its retry_on exceptions: payload as for ERROR, or for OK when the
+    # task returns exceptions in place (then at least one item raised one of them).
+    RETRY = 3
 
 
 class WireTask(NamedTuple):
@@ -59,6 +64,8 @@ class WireTask(NamedTuple):
     mode: Mode
     function: bytes
     arguments: bytes
+    retry_on: bytes = b""  # pickled tuple of exception types worth a retry; b"": none
+    return_exceptions: bool = False  # MAP/STARMAP: an item that raises yields a RaisedItem
 
 
 def pack_tasks(tasks: list[WireTask]) -> bytes:
@@ -71,15 +78,28 @@ def unpack_tasks(frame: bytes) -> list[WireTask]:
     return [WireTask(*t) for t in pickle.loads(memoryview(frame)[1:])]
 
 
-def pack_done(task_id: int, status: Status, payload: bytes) -> bytes:
+def pack_done(task_id: int, status: Status, payload: bytes, resident: int = 0) -> bytes:
     """Frame one task's outcome."""
-    return DONE + _DONE_HEADER.pack(task_id, status) + payload
+    return DONE + _DONE_HEADER.pack(task_id, status, resident) + payload
 
 
-def unpack_done(frame: bytes) -> tuple[int, Status, memoryview]:
+def unpack_done(frame: bytes) -> tuple[int, Status, int, memoryview]:
     """Read a DONE frame; the payload stays a view into the frame until someone decodes it."""
-    task_id, status = _DONE_HEADER.unpack_from(frame, 1)
-    return task_id, Status(status), memoryview(frame)[1 + _DONE_HEADER.size :]
+    task_id, status, resident = _DONE_HEADER.unpack_from(frame, 1)
+    return task_id, Status(status), resident, memoryview(frame)[1 + _DONE_HEADER.size :]
+
+
+class RaisedItem:
+    """Stands in a result list for an item whose call raised (``return_exceptions``)."""
+
+    __slots__ = ("payload", "retryable")
+
+    def __init__(self, payload: bytes, retryable: bool = False) -> None:
+        self.payload = payload  # encode_exception() of what the call raised
+        self.retryable = retryable
+
+    def __reduce__(self) -> tuple[type[RaisedItem], tuple[bytes, bool]]:
+        return (RaisedItem, (self.payload, self.retryable))
 
 
 def encode_exception(exc: BaseException) -> bytes:

@@ -12,13 +12,20 @@ import pickle
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing import TimeoutError
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ._callbacks import CallbackRunner
-from ._errors import TaskDecodeError, attach_remote_traceback
-from ._protocol import Status, decode_exception_parts
+from ._errors import (
+    BrokenPoolError,
+    PoolTerminatedError,
+    TaskCancelledError,
+    TaskDecodeError,
+    attach_remote_traceback,
+    attempts_note,
+)
+from ._protocol import RaisedItem, Status, decode_exception_parts
 from ._serialize import decode_exception
 
 __all__ = ["ApplyResult", "AsyncResult", "IMapIterator", "IMapUnorderedIterator", "MapResult"]
@@ -32,22 +39,51 @@ _UNTHROTTLED_GROUP = 64
 _Decoder = Callable[[], tuple[bool, Any]]
 
 
-def _decoder(status: Status, payload: memoryview) -> _Decoder:
+# Errors that end a whole job, even one that returns its items' exceptions in place.
+_JOB_ERRORS = (TaskCancelledError, PoolTerminatedError, BrokenPoolError)
+
+
+class Control(Protocol):
+    """What a result may ask of the pool's backend."""
+
+    def terminate(self) -> None: ...
+
+    def cancel(self, sink: Any) -> bool: ...
+
+
+def _decoder(
+    status: Status, payload: memoryview, attempts: Sequence[str] = (), in_place: bool = False
+) -> _Decoder:
+    """Unpickles an outcome when called. ``in_place``: a result list may hold RaisedItems."""
+
     def decode() -> tuple[bool, Any]:
         if status is Status.OK:
             try:
-                return True, pickle.loads(payload)
+                value = pickle.loads(payload)
             except Exception as exc:
-                error = TaskDecodeError(f"the task's result could not be unpickled: {exc!r}")
-                error.__cause__ = exc
-                return False, error
+                undecodable = TaskDecodeError(f"the task's result could not be unpickled: {exc!r}")
+                undecodable.__cause__ = exc
+                return False, undecodable
+            if in_place:
+                value = [
+                    decode_exception(v.payload) if isinstance(v, RaisedItem) else v for v in value
+                ]
+            return True, value
+        error: BaseException
         if status is Status.ERROR:
-            return False, decode_exception(payload)
-        _, tb_text, summary = decode_exception_parts(payload)
-        error = TaskDecodeError(
-            f"the task's function or arguments could not be unpickled in the worker: {summary}"
-        )
-        return False, attach_remote_traceback(error, tb_text)
+            error = decode_exception(payload)
+        else:
+            _, tb_text, summary = decode_exception_parts(payload)
+            error = attach_remote_traceback(
+                TaskDecodeError(
+                    "the task's function or arguments could not be unpickled in the worker: "
+                    + summary
+                ),
+                tb_text,
+            )
+        if attempts:
+            error.add_note(attempts_note(attempts))
+        return False, error
 
     return decode
 
@@ -56,15 +92,40 @@ def _failure(exc: BaseException) -> _Decoder:
     return lambda: (False, exc)
 
 
+def _items_failed(decode: _Decoder, size: int) -> _Decoder:
+    """A chunk that failed as a whole, its exception standing in for each of its items."""
+
+    def in_place() -> tuple[bool, Any]:
+        success, value = decode()
+        return (True, value) if success else (True, [value] * size)
+
+    return in_place
+
+
+def _chunk_outcome(
+    status: Status, payload: memoryview, attempts: Sequence[str], in_place: bool, size: int
+) -> _Decoder:
+    decode = _decoder(status, payload, attempts, in_place)
+    return _items_failed(decode, size) if in_place else decode
+
+
+def _chunk_failure(exc: BaseException, in_place: bool, size: int) -> _Decoder:
+    if in_place and not isinstance(exc, _JOB_ERRORS):
+        return _items_failed(_failure(exc), size)
+    return _failure(exc)
+
+
 class ApplyResult(Generic[T]):
     """The pending result of ``apply_async`` (the standard library's ``AsyncResult``)."""
 
     def __init__(
         self,
         callbacks: CallbackRunner,
+        control: Control,
         callback: Callable[[T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> None:
+        self._control = control
         self._event = threading.Event()
         self._lock = threading.Lock()
         self._resolve_lock = threading.Lock()
@@ -91,8 +152,22 @@ class ApplyResult(Generic[T]):
         return self._resolve()[0]
 
     def wait(self, timeout: float | None = None) -> None:
-        """Wait until the result is ready or ``timeout`` seconds have passed."""
-        self._event.wait(timeout)
+        """Wait until the result is ready or ``timeout`` seconds have passed.
+
+        Ctrl-C while waiting stops the pool (its workers are killed) and the KeyboardInterrupt
+        goes on to the caller.
+        """
+        try:
+            self._event.wait(timeout)
+        except KeyboardInterrupt:
+            self._control.terminate()
+            raise
+
+    def cancel(self) -> bool:
+        """Cancel the task: dropped if it has not started, stopped (its worker killed and
+        replaced) if it runs. ``get()`` then raises :class:`procpool.TaskCancelledError`.
+        False if it had already finished."""
+        return not self.ready() and self._control.cancel(self)
 
     def get(self, timeout: float | None = None) -> T:
         """Return the result, or raise the task's exception (worker traceback as ``__cause__``).
@@ -110,8 +185,10 @@ class ApplyResult(Generic[T]):
 
     # -- the sink side ------------------------------------------------------------------------
 
-    def _deliver(self, index: int, status: Status, payload: memoryview) -> None:
-        self._complete(_decoder(status, payload))
+    def _deliver(
+        self, index: int, status: Status, payload: memoryview, attempts: Sequence[str] = ()
+    ) -> None:
+        self._complete(_decoder(status, payload, attempts))
 
     def _fail(self, index: int, exc: BaseException) -> None:
         self._complete(_failure(exc))
@@ -160,36 +237,50 @@ class MapResult(ApplyResult[list[T]]):
     """The pending result of ``map_async``/``starmap_async``: one list, assembled from chunks.
 
     Like the standard library's, it fails as soon as any chunk fails; the other chunks still run.
+    With ``return_exceptions``, a failed item's exception takes its place in the list instead.
     """
 
     def __init__(
         self,
         callbacks: CallbackRunner,
-        chunks: int,
+        control: Control,
+        chunk_sizes: Sequence[int],
         callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        return_exceptions: bool = False,
     ) -> None:
-        super().__init__(callbacks, callback, error_callback)
-        self._chunks: list[_Decoder | None] = [None] * chunks
-        self._left = chunks
-        if chunks == 0:
+        super().__init__(callbacks, control, callback, error_callback)
+        self._sizes = chunk_sizes
+        self._in_place = return_exceptions
+        self._chunks: list[_Decoder | None] = [None] * len(chunk_sizes)
+        self._left = len(chunk_sizes)
+        if not chunk_sizes:
             self._complete(lambda: (True, []))
 
-    def _deliver(self, index: int, status: Status, payload: memoryview) -> None:
-        if status is not Status.OK:
-            self._fail_fast(_decoder(status, payload))
-            return
+    def _deliver(
+        self, index: int, status: Status, payload: memoryview, attempts: Sequence[str] = ()
+    ) -> None:
+        outcome = _chunk_outcome(status, payload, attempts, self._in_place, self._sizes[index])
+        if status is Status.OK or self._in_place:
+            self._store(index, outcome)
+        else:
+            self._fail_fast(outcome)
+
+    def _fail(self, index: int, exc: BaseException) -> None:
+        if self._in_place and not isinstance(exc, _JOB_ERRORS):
+            self._store(index, _chunk_failure(exc, True, self._sizes[index]))
+        else:
+            self._fail_fast(_failure(exc))
+
+    def _store(self, index: int, outcome: _Decoder) -> None:
         with self._lock:
             if self._completed:
                 return
-            self._chunks[index] = _decoder(status, payload)
+            self._chunks[index] = outcome
             self._left -= 1
             done = self._left == 0
         if done:
             self._complete(self._assemble)
-
-    def _fail(self, index: int, exc: BaseException) -> None:
-        self._fail_fast(_failure(exc))
 
     def _fail_fast(self, outcome: _Decoder) -> None:
         with self._lock:
@@ -217,7 +308,10 @@ class _LazyIterator(Generic[T]):
     waits on a consumer that has stopped reading.
     """
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, control: Control, window: int, return_exceptions: bool = False) -> None:
+        self._control = control
+        self._in_place = return_exceptions
+        self._sizes: dict[int, int] = {}  # chunk index -> items, as the feeder read them
         self._cond = threading.Condition(threading.Lock())
         self._consumer_lock = threading.Lock()
         self._items: deque[T] = deque()
@@ -235,7 +329,17 @@ class _LazyIterator(Generic[T]):
         return self.next()
 
     def next(self, timeout: float | None = None) -> T:
-        """The next item; ``multiprocessing.TimeoutError`` if none arrives within ``timeout``."""
+        """The next item; ``multiprocessing.TimeoutError`` if none arrives within ``timeout``.
+
+        Ctrl-C while waiting stops the pool and the KeyboardInterrupt goes on to the caller.
+        """
+        try:
+            return self._next(timeout)
+        except KeyboardInterrupt:
+            self._control.terminate()
+            raise
+
+    def _next(self, timeout: float | None) -> T:
         deadline = None if timeout is None else time.monotonic() + timeout
         # One consumer at a time, so that chunks unpickled outside self._cond (which the
         # scheduler thread needs to deliver) still come out in order.
@@ -285,12 +389,21 @@ class _LazyIterator(Generic[T]):
 
     # -- the sink side ------------------------------------------------------------------------
 
-    def _deliver(self, index: int, status: Status, payload: memoryview) -> None:
+    def _deliver(
+        self, index: int, status: Status, payload: memoryview, attempts: Sequence[str] = ()
+    ) -> None:
         with self._cond:
-            self._arrive(index, _decoder(status, payload))
+            size = self._sizes.pop(index, 1)
+            self._arrive(index, _chunk_outcome(status, payload, attempts, self._in_place, size))
             self._cond.notify_all()
 
     def _fail(self, index: int, exc: BaseException) -> None:
+        with self._cond:
+            self._arrive(index, _chunk_failure(exc, self._in_place, self._sizes.pop(index, 1)))
+            self._cond.notify_all()
+
+    def _input_failed(self, index: int, exc: BaseException) -> None:
+        """The input itself raised while chunk ``index`` was read: the results end there."""
         with self._cond:
             self._arrive(index, _failure(exc))
             self._cond.notify_all()
@@ -318,6 +431,10 @@ class _LazyIterator(Generic[T]):
                 return _UNTHROTTLED_GROUP
             return self._window - (self._submitted - self._consumed)
 
+    def _note_chunk(self, index: int, size: int) -> None:
+        with self._cond:
+            self._sizes[index] = size
+
     def _note_submitted(self, chunks: int) -> None:
         with self._cond:
             self._submitted += chunks
@@ -342,8 +459,8 @@ class _LazyIterator(Generic[T]):
 class IMapIterator(_LazyIterator[T]):
     """The iterator ``imap`` returns: results in input order."""
 
-    def __init__(self, window: int) -> None:
-        super().__init__(window)
+    def __init__(self, control: Control, window: int, return_exceptions: bool = False) -> None:
+        super().__init__(control, window, return_exceptions)
         self._arrived: dict[int, _Decoder] = {}
 
     def _take(self) -> _Decoder | None:
@@ -356,8 +473,8 @@ class IMapIterator(_LazyIterator[T]):
 class IMapUnorderedIterator(_LazyIterator[T]):
     """The iterator ``imap_unordered`` returns: results in completion order."""
 
-    def __init__(self, window: int) -> None:
-        super().__init__(window)
+    def __init__(self, control: Control, window: int, return_exceptions: bool = False) -> None:
+        super().__init__(control, window, return_exceptions)
         self._arrived: deque[_Decoder] = deque()
 
     def _take(self) -> _Decoder | None:

@@ -35,14 +35,16 @@ from multiprocessing.connection import Connection, Pipe
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from ._backend import PreparedTask
+from ._backend import PreparedTask, ResultSink
 from ._errors import (
     BrokenPoolError,
     InitializerError,
     PoolTerminatedError,
     ProcpoolError,
+    TaskCancelledError,
     TaskTimeoutError,
     WorkerLostError,
+    attempts_note,
     describe_exit,
 )
 from ._policy import (
@@ -52,12 +54,24 @@ from ._policy import (
     Kill,
     Lifecycle,
     Policy,
+    Retry,
     Send,
     Spawn,
     Stop,
     TaskInfo,
 )
-from ._protocol import DONE, INIT_FAILED, READY, STOP, Mode, WireTask, pack_tasks, unpack_done
+from ._protocol import (
+    DONE,
+    INIT_FAILED,
+    READY,
+    STOP,
+    Mode,
+    Status,
+    WireTask,
+    decode_exception_parts,
+    pack_tasks,
+    unpack_done,
+)
 from ._serialize import decode_exception
 from ._worker import worker_main
 
@@ -79,6 +93,34 @@ class _WorkerHandle:
     conn: Connection
     watched: bool = False
     exitcode: int | None = None
+    resident: int = 0  # bytes of memory it last reported (0: never measured)
+
+
+class _Reply:
+    """A one-shot answer from the scheduler thread to a caller waiting for it."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._value = False
+
+    def answer(self, value: bool) -> None:
+        self._value = value
+        self._event.set()
+
+    def wait(self) -> bool:
+        self._event.wait()
+        return self._value
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.0f} MiB"
+
+
+def _raised_summary(payload: memoryview, return_exceptions: bool) -> str:
+    """One line naming what a task raised, for the record of its attempts."""
+    if return_exceptions:
+        return "an exception worth a retry for one of its items"
+    return decode_exception_parts(payload)[2]
 
 
 class ProcessBackend:
@@ -90,12 +132,20 @@ class ProcessBackend:
         processes: int,
         maxtasksperchild: int | None,
         initializer: tuple[bytes, tuple[Any, ...]] | None,
+        max_memory_per_child: int | None = None,
         name: str = "procpool",
     ) -> None:
         self._ctx = context
         self._init = initializer
         self._forks = context.get_start_method() == "fork"
-        self._policy = Policy(processes, maxtasksperchild, prefetch_bytes=_PREFETCH_BYTES)
+        self._measure_every_task = max_memory_per_child is not None
+        self._policy = Policy(
+            processes,
+            maxtasksperchild,
+            prefetch_bytes=_PREFETCH_BYTES,
+            max_memory=max_memory_per_child,
+        )
+        self._attempts: dict[int, list[str]] = {}  # task id -> how its failed attempts ended
         self._workers: dict[int, _WorkerHandle] = {}
         self._procs: list[BaseProcess] = []
         self._tasks: dict[int, PreparedTask] = {}
@@ -137,6 +187,11 @@ class ProcessBackend:
 
     def close_source(self) -> None:
         self._post(self._on_close_source)
+
+    def cancel(self, sink: ResultSink) -> bool:
+        reply = _Reply()
+        self._post(self._on_cancel, sink, reply)
+        return reply.wait()
 
     def close(self) -> None:
         self._post(self._on_close)
@@ -182,6 +237,8 @@ class ProcessBackend:
                 task.sink._fail(task.index, self._final_error())
         elif call == self._on_repopulate:
             args[0].set()
+        elif call == self._on_cancel:
+            args[1].answer(False)
 
     def _final_error(self) -> BaseException:
         if self._broken is not None:
@@ -244,11 +301,7 @@ class ProcessBackend:
             return
         kind = frame[:1]
         if kind == DONE:
-            task_id, status, payload = unpack_done(frame)
-            task = self._tasks.pop(task_id, None)
-            if task is not None:
-                task.sink._deliver(task.index, status, payload)
-            self._execute(self._policy.task_done(handle.wid, task_id))
+            self._on_done(handle, frame)
         elif kind == READY:
             self._execute(self._policy.worker_ready(handle.wid))
         elif kind == INIT_FAILED:
@@ -260,6 +313,25 @@ class ProcessBackend:
             error.__cause__ = cause
             self._broken = self._broken or error
             self._execute(self._policy.break_pool())
+
+    def _on_done(self, handle: _WorkerHandle, frame: bytes) -> None:
+        task_id, status, resident, payload = unpack_done(frame)
+        if resident:
+            handle.resident = resident
+        actions = self._policy.task_done(handle.wid, task_id, status is Status.RETRY, resident)
+        task = self._tasks.get(task_id)
+        if task is not None:
+            if any(isinstance(a, Retry) and a.task_id == task_id for a in actions):
+                self._attempts.setdefault(task_id, []).append(
+                    f"raised {_raised_summary(payload, task.return_exceptions)} in worker "
+                    f"process {handle.process.pid}"
+                )
+            else:
+                del self._tasks[task_id]
+                if status is Status.RETRY:  # no retry left: deliver what the task produced
+                    status = Status.OK if task.return_exceptions else Status.ERROR
+                task.sink._deliver(task.index, status, payload, self._attempts.pop(task_id, ()))
+        self._execute(actions)
 
     def _reap(self, handle: _WorkerHandle) -> None:
         # Results the worker sent before it died are still in its channel: deliver them first.
@@ -296,14 +368,29 @@ class ProcessBackend:
                     self._workers[action.wid].conn.send_bytes(STOP)
             elif isinstance(action, Kill):
                 self._kill(self._workers[action.wid])
-            else:
+            elif isinstance(action, Fail):
                 self._fail(action)
+            elif action.reason is not FailReason.RAISED:  # those are noted as they arrive
+                self._attempts.setdefault(action.task_id, []).append(
+                    self._describe_attempt(
+                        action.reason, self._workers[action.wid], self._tasks[action.task_id]
+                    )
+                )
 
     def _send(self, action: Send) -> None:
         batch = []
         for task_id in action.task_ids:
             task = self._tasks[task_id]
-            batch.append(WireTask(task_id, task.mode, task.function, task.arguments))
+            batch.append(
+                WireTask(
+                    task_id,
+                    task.mode,
+                    task.function,
+                    task.arguments,
+                    task.retry_on,
+                    task.return_exceptions,
+                )
+            )
         handle = self._workers[action.wid]
         try:
             handle.conn.send_bytes(pack_tasks(batch))
@@ -339,7 +426,7 @@ class ProcessBackend:
                 )
             process = self._ctx.Process(
                 target=worker_main,
-                args=(child_end, self._lifeline_r, inherited, self._init),
+                args=(child_end, self._lifeline_r, inherited, self._init, self._measure_every_task),
                 daemon=True,
             )
             process.name = process.name.replace("Process", "PoolWorker")
@@ -373,26 +460,39 @@ class ProcessBackend:
         for task_id in action.task_ids:
             task = self._tasks.pop(task_id, None)
             if task is not None:
-                task.sink._fail(task.index, self._error_for(action, task))
+                error = self._error_for(action, task)
+                earlier = self._attempts.pop(task_id, [])
+                if earlier:
+                    error.add_note(attempts_note(earlier))
+                task.sink._fail(task.index, error)
 
     def _error_for(self, action: Fail, task: PreparedTask) -> BaseException:
         if action.reason is FailReason.TERMINATED:
             return PoolTerminatedError(f"the pool was terminated before task {task.label} finished")
+        if action.reason is FailReason.CANCELLED:
+            return TaskCancelledError(f"task {task.label} was cancelled")
         if action.reason is FailReason.BROKEN:
             return self._new_broken_error()
         assert action.wid is not None
         handle = self._workers[action.wid]
-        pid = handle.process.pid
+        message = f"task {task.label} {self._describe_attempt(action.reason, handle, task)}"
         if action.reason is FailReason.TIMED_OUT:
-            return TaskTimeoutError(
-                f"task {task.label} ran past its {task.timeout:g} s timeout; "
-                f"its worker process {pid} was killed and replaced"
-            )
+            return TaskTimeoutError(f"{message}; the worker was replaced")
         return WorkerLostError(
-            f"worker process {pid} running task {task.label} "
-            f"{describe_exit(handle.exitcode)}; the pool replaced it",
-            pid,
-            handle.exitcode,
+            f"{message}; the pool replaced it", handle.process.pid, handle.exitcode
+        )
+
+    @staticmethod
+    def _describe_attempt(reason: FailReason, handle: _WorkerHandle, task: PreparedTask) -> str:
+        """What happened to an attempt at a task on this worker, in words."""
+        pid = handle.process.pid
+        if reason is FailReason.TIMED_OUT:
+            return (
+                f"ran past its {task.timeout:g} s timeout in worker process {pid}, which was killed"
+            )
+        memory = f" (its last reported memory: {_mib(handle.resident)})" if handle.resident else ""
+        return (
+            f"was running in worker process {pid}, which {describe_exit(handle.exitcode)}{memory}"
         )
 
     def _new_broken_error(self) -> BaseException:
@@ -416,6 +516,7 @@ class ProcessBackend:
                     task.timeout,
                     len(task.function) + len(task.arguments),
                     prefetch=task.mode is not Mode.APPLY,
+                    retries=task.retries,
                 )
             )
         self._execute(self._policy.submit(infos))
@@ -425,6 +526,12 @@ class ProcessBackend:
 
     def _on_close_source(self) -> None:
         self._execute(self._policy.source_closed())
+
+    def _on_cancel(self, sink: ResultSink, reply: _Reply) -> None:
+        ids = [task_id for task_id, task in self._tasks.items() if task.sink is sink]
+        actions = self._policy.cancel(ids)
+        reply.answer(bool(actions))
+        self._execute(actions)
 
     def _on_close(self) -> None:
         self._execute(self._policy.close())
