@@ -210,7 +210,7 @@ class ProcessBackend:
         return True
 
     def repopulate(self) -> None:
-        filled = threading.Event()
+        filled = _Reply()
         self._post(self._on_repopulate, filled)
         filled.wait()
 
@@ -235,10 +235,8 @@ class ProcessBackend:
         if call == self._on_submit:
             for task in args[0]:
                 task.sink._fail(task.index, self._final_error())
-        elif call == self._on_repopulate:
-            args[0].set()
-        elif call == self._on_cancel:
-            args[1].answer(False)
+        elif call in (self._on_repopulate, self._on_cancel):
+            args[-1].answer(False)  # nothing to do any more
 
     def _final_error(self) -> BaseException:
         if self._broken is not None:
@@ -539,9 +537,9 @@ class ProcessBackend:
     def _on_terminate(self) -> None:
         self._execute(self._policy.terminate())
 
-    def _on_repopulate(self, filled: threading.Event) -> None:
+    def _on_repopulate(self, filled: _Reply) -> None:
         self._execute(self._policy.repopulate())
-        filled.set()
+        filled.answer(True)
 
     # -- endings ------------------------------------------------------------------------------
 
@@ -569,11 +567,7 @@ class ProcessBackend:
             handle.conn.close()
         self._workers.clear()
         self._procs = []
-        self._lifeline_w.close()
-        self._lifeline_r.close()
-        self._selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._close_descriptors()
         # Nothing may be left waiting: the policy has failed or finished every task by now, and
         # this is the guarantee should a bug have left one behind.
         for task in self._tasks.values():
@@ -591,6 +585,10 @@ class ProcessBackend:
             handle.process.join()
             handle.conn.close()
         self._workers.clear()
+        self._close_descriptors()
+
+    def _close_descriptors(self) -> None:
+        """Close what the backend opened for itself (its workers' channels are closed apart)."""
         self._lifeline_w.close()
         self._lifeline_r.close()
         self._selector.close()
