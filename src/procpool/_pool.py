@@ -86,14 +86,13 @@ class Pool:
         self._ctx = context if context is not None else get_context()
         self._processes = processes
         self._callbacks = CallbackRunner()
-        self._feeds: set[_LazyIterator[Any]] = set()
-        self._feeds_lock = threading.Lock()
         # The arguments travel with the worker's start (a fork inherits them), as in the
         # standard library, so they may hold queues, locks and shared values.
         init = None if initializer is None else (dumps_callable(initializer), tuple(initargs))
         self._backend: Backend = ProcessBackend(
             self._ctx, processes, maxtasksperchild, init, max_memory_per_child
         )
+        self._control = _Control(self._backend)
         self._state = Lifecycle.RUN
 
     def __repr__(self) -> str:
@@ -111,7 +110,7 @@ class Pool:
                 stacklevel=1,
             )
             # Nobody can submit to it any more: let its work finish, then release the workers.
-            self._backend.close()
+            self._control.close()
 
     # -- the standard library's compatibility surface ------------------------------------------
 
@@ -125,7 +124,7 @@ class Pool:
         self._backend.repopulate()
 
     def _check_running(self) -> None:
-        if self._state is not Lifecycle.RUN:
+        if self._state is not Lifecycle.RUN or self._control.terminated:
             raise ValueError("Pool not running")
 
     # -- submitting work -----------------------------------------------------------------------
@@ -155,7 +154,7 @@ class Pool:
         self._check_running()
         chosen = self._options.override(options)
         result: ApplyResult[R] = ApplyResult(
-            self._callbacks, self._backend, callback, error_callback
+            self._callbacks, self._control, callback, error_callback
         )
         try:
             task = self._prepare(chosen, func)(Mode.APPLY, (tuple(args), dict(kwds)), result, 0)
@@ -223,7 +222,7 @@ class Pool:
         """A lazy ``map``: results in order, as they are ready; the input is read as needed."""
         chosen = self._options.override(options)
         iterator: IMapIterator[R] = IMapIterator(
-            self._backend, self._window(), chosen.return_exceptions
+            self._control, self._window(), chosen.return_exceptions
         )
         return self._imap(func, iterable, chunksize, iterator, chosen)
 
@@ -237,7 +236,7 @@ class Pool:
         """Like :meth:`imap`, but results come in the order they finish."""
         chosen = self._options.override(options)
         iterator: IMapUnorderedIterator[R] = IMapUnorderedIterator(
-            self._backend, self._window(), chosen.return_exceptions
+            self._control, self._window(), chosen.return_exceptions
         )
         return self._imap(func, iterable, chunksize, iterator, chosen)
 
@@ -247,30 +246,21 @@ class Pool:
         """Accept no more work; what was submitted still runs, then the workers exit."""
         if self._state is Lifecycle.RUN:
             self._state = Lifecycle.CLOSE
-        with self._feeds_lock:
-            feeds = list(self._feeds)
-        for iterator in feeds:
-            # join() must not wait on a consumer that stopped reading: finish those inputs.
-            iterator._unthrottle()
-        self._backend.close()
+        self._control.close()
 
     def terminate(self) -> None:
         """Stop now: kill the workers; every unfinished result raises ``PoolTerminatedError``."""
         self._state = Lifecycle.TERMINATE
-        with self._feeds_lock:
-            feeds = list(self._feeds)
-        for iterator in feeds:
-            iterator._stop(PoolTerminatedError("the pool was terminated before reading this input"))
-        self._backend.terminate()
+        self._control.terminate()
 
     def join(self) -> None:
         """Wait for the workers to exit; call :meth:`close` or :meth:`terminate` first.
 
         Ctrl-C while waiting terminates the pool and the KeyboardInterrupt goes on.
         """
-        if self._state is Lifecycle.RUN:
+        if self._state is Lifecycle.RUN and not self._control.terminated:
             raise ValueError("Pool is still running")
-        if self._state not in (Lifecycle.CLOSE, Lifecycle.TERMINATE):
+        if self._state not in (Lifecycle.RUN, Lifecycle.CLOSE, Lifecycle.TERMINATE):
             raise ValueError("In unknown state")
         try:
             self._backend.join()
@@ -340,7 +330,7 @@ class Pool:
         chunks = list(_chunked(items, chunksize))
         result: MapResult[R] = MapResult(
             self._callbacks,
-            self._backend,
+            self._control,
             [len(chunk) for chunk in chunks],
             callback,
             error_callback,
@@ -375,9 +365,7 @@ class Pool:
             iterator._input_failed(0, exc)
             iterator._set_length(1)
             return iterator
-        with self._feeds_lock:
-            self._feeds.add(iterator)
-        self._backend.open_source()
+        self._control.add_feed(iterator)
         threading.Thread(
             target=self._feed,
             args=(iterator, iterable, chunksize, prepare),
@@ -437,9 +425,51 @@ class Pool:
         finally:
             if not stopped:
                 iterator._set_length(index)
-            with self._feeds_lock:
-                self._feeds.discard(iterator)
-            self._backend.close_source()
+            self._control.feed_ended(iterator)
+
+
+class _Control:
+    """The parts of a pool that its result objects and imap feeders share with it.
+
+    Results may stop the whole pool (Ctrl-C while waiting) or cancel their own tasks; both go
+    through here, and so does the record of imap inputs still being read. It holds no reference
+    to the Pool, so a pool whose results are still held can be collected.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._feeds: set[_LazyIterator[Any]] = set()
+        self._lock = threading.Lock()
+        self.terminated = False
+
+    def add_feed(self, iterator: _LazyIterator[Any]) -> None:
+        with self._lock:
+            self._feeds.add(iterator)
+        self._backend.open_source()
+
+    def feed_ended(self, iterator: _LazyIterator[Any]) -> None:
+        with self._lock:
+            self._feeds.discard(iterator)
+        self._backend.close_source()
+
+    def cancel(self, sink: Any) -> bool:
+        return self._backend.cancel(sink)
+
+    def close(self) -> None:
+        for iterator in self._live_feeds():
+            # join() must not wait on a consumer that stopped reading: finish those inputs.
+            iterator._unthrottle()
+        self._backend.close()
+
+    def terminate(self) -> None:
+        self.terminated = True
+        for iterator in self._live_feeds():
+            iterator._stop(PoolTerminatedError("the pool was terminated before reading this input"))
+        self._backend.terminate()
+
+    def _live_feeds(self) -> list[_LazyIterator[Any]]:
+        with self._lock:
+            return list(self._feeds)
 
 
 def _auto_chunksize(length: int, processes: int) -> int:

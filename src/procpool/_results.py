@@ -284,6 +284,8 @@ class MapResult(ApplyResult[list[T]]):
 
     def _fail_fast(self, outcome: _Decoder) -> None:
         with self._lock:
+            if self._completed:
+                return  # every chunk had arrived: the result stands
             self._chunks = []  # the other chunks' results are no longer wanted
         self._complete(outcome)
 
