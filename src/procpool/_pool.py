@@ -220,11 +220,7 @@ class Pool:
         **options: Unpack[MapOptions],
     ) -> IMapIterator[R]:
         """A lazy ``map``: results in order, as they are ready; the input is read as needed."""
-        chosen = self._options.override(options)
-        iterator: IMapIterator[R] = IMapIterator(
-            self._control, self._window(), chosen.return_exceptions
-        )
-        return self._imap(func, iterable, chunksize, iterator, chosen)
+        return self._imap(IMapIterator, func, iterable, chunksize, options)
 
     def imap_unordered(
         self,
@@ -234,11 +230,7 @@ class Pool:
         **options: Unpack[MapOptions],
     ) -> IMapUnorderedIterator[R]:
         """Like :meth:`imap`, but results come in the order they finish."""
-        chosen = self._options.override(options)
-        iterator: IMapUnorderedIterator[R] = IMapUnorderedIterator(
-            self._control, self._window(), chosen.return_exceptions
-        )
-        return self._imap(func, iterable, chunksize, iterator, chosen)
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize, options)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -349,18 +341,20 @@ class Pool:
 
     def _imap(
         self,
+        kind: type[_Lazy],
         func: Callable[[Any], Any],
         iterable: Iterable[Any],
         chunksize: int,
-        iterator: _Lazy,
-        options: Options,
+        options: MapOptions,
     ) -> _Lazy:
         self._check_running()
+        chosen = self._options.override(options)
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        chunksize = options.chunksize_allowed(chunksize) or 1
+        chunksize = chosen.chunksize_allowed(chunksize) or 1
+        iterator = kind(self._control, self._window(), chosen.return_exceptions)
         try:
-            prepare = self._prepare(options, func)
+            prepare = self._prepare(chosen, func)
         except Exception as exc:
             iterator._input_failed(0, exc)
             iterator._set_length(1)

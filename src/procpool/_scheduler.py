@@ -27,7 +27,7 @@ import queue
 import selectors
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import count
 from multiprocessing import util
@@ -281,12 +281,16 @@ class ProcessBackend:
         # Cleared after the pipe is drained and before the inbox is: a call posted from here on
         # either writes a new byte or is found by the loop below.
         self._wake_pending = False
+        for call, args in self._posted():
+            call(*args)
+
+    def _posted(self) -> Iterator[tuple[Callable[..., None], tuple[Any, ...]]]:
+        """Take the calls posted so far out of the inbox, in order."""
         while True:
             try:
-                call, args = self._inbox.get_nowait()
+                yield self._inbox.get_nowait()
             except queue.Empty:
                 return
-            call(*args)
 
     def _read(self, handle: _WorkerHandle) -> None:
         try:
@@ -554,11 +558,7 @@ class ProcessBackend:
     def _shutdown(self) -> None:
         with self._inbox_lock:
             self._inbox_closed = True
-        while True:
-            try:
-                call, args = self._inbox.get_nowait()
-            except queue.Empty:
-                break
+        for call, args in self._posted():
             self._answer_after_finish(call, args)
         for handle in list(self._workers.values()):
             self._kill(handle)
