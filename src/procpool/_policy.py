@@ -344,7 +344,7 @@ class Policy:
                     if not self._forget_cancelled(task):
                         actions.append(self._retry_or_fail(task, FailReason.TIMED_OUT, worker.wid))
         if actions:
-            actions += self._replenish()
+            actions += self._replenish() + self._dispatch()
         return actions
 
     def cancel(self, task_ids: Iterable[int]) -> list[Action]:
@@ -354,7 +354,7 @@ class Policy:
         replaced, and whose other tasks go back to the queue); one waiting behind another in a
         worker's channel cannot be taken back, so the worker runs it and its report is ignored.
         """
-        ids = set(task_ids)
+        ids = set(task_ids) - self._cancelled
         found = [t.task_id for t in self._pending if t.task_id in ids]
         if found:
             self._pending = deque(t for t in self._pending if t.task_id not in ids)
@@ -366,7 +366,11 @@ class Policy:
             if not hit:
                 continue
             if held[0] in ids and worker.phase is not _Phase.LEAVING:
-                unstarted = [t for t in worker.release()[1:] if t.task_id not in ids]
+                unstarted = [
+                    t
+                    for t in worker.release()[1:]
+                    if t.task_id not in ids and not self._forget_cancelled(t)
+                ]
                 self._pending.extendleft(reversed(unstarted))
                 worker.phase = _Phase.LEAVING
                 actions.append(Kill(worker.wid))
@@ -393,7 +397,7 @@ class Policy:
         self.state = Lifecycle.TERMINATE
         actions = self._fail_pending(FailReason.TERMINATED)
         for worker in self._workers.values():
-            held = tuple(t.task_id for t in worker.release())
+            held = tuple(t.task_id for t in worker.release() if not self._forget_cancelled(t))
             if held:
                 actions.append(Fail(held, FailReason.TERMINATED))
             worker.phase = _Phase.LEAVING
@@ -454,7 +458,12 @@ class Policy:
                 break
             if not self._pending[0].prefetch:
                 break
-            if worker.phase is _Phase.BUSY and len(worker.batches) == 1 and worker.deadline is None:
+            if (
+                worker.phase is _Phase.BUSY
+                and not worker.retiring
+                and len(worker.batches) == 1
+                and worker.deadline is None
+            ):
                 limit = self._batch_limit(worker)
                 first = self._pending[0]
                 if limit > 0 and first.timeout is None and first.size <= self.prefetch_bytes:

@@ -320,8 +320,11 @@ class ProcessBackend:
         task_id, status, resident, payload = unpack_done(frame)
         if resident:
             handle.resident = resident
+        # A report the policy no longer expects (the task timed out and is being retried, say)
+        # must not be delivered: the task belongs to its next attempt.
+        accepted = task_id in self._policy.in_flight(handle.wid)
         actions = self._policy.task_done(handle.wid, task_id, status is Status.RETRY, resident)
-        task = self._tasks.get(task_id)
+        task = self._tasks.get(task_id) if accepted else None
         if task is not None:
             if any(isinstance(a, Retry) and a.task_id == task_id for a in actions):
                 self._attempts.setdefault(task_id, []).append(
