@@ -196,6 +196,15 @@ class Policy:
         """Ids of the tasks the worker holds."""
         return self._workers[wid].held()
 
+    def expects_report(self, wid: int, task_id: int) -> bool:
+        """Whether the worker's report on this task is the one due next.
+
+        A worker runs and reports its tasks in the order it was sent them, so any other report
+        is a late one for a task already failed (it timed out, and may be running again).
+        """
+        batches = self._workers[wid].batches
+        return bool(batches) and batches[0][0].task_id == task_id
+
     def next_deadline(self) -> float | None:
         """The earliest moment a running task times out, or None: the scheduler's wait timeout."""
         deadlines = [w.deadline for w in self._workers.values() if w.deadline is not None]
@@ -246,11 +255,10 @@ class Policy:
         memory as it reported it (0: not measured).
         """
         worker = self._workers[wid]
-        if task_id not in worker.held():
-            return []  # a late report for a task already failed (timed out, say)
+        if not self.expects_report(wid, task_id):
+            return []
         running = worker.batches[0]
-        task = next(t for t in running if t.task_id == task_id)
-        running.remove(task)
+        task = running.pop(0)
         worker.completed += 1
         if self.max_memory is not None and resident > self.max_memory:
             worker.retiring = True

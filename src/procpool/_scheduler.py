@@ -322,7 +322,7 @@ class ProcessBackend:
             handle.resident = resident
         # A report the policy no longer expects (the task timed out and is being retried, say)
         # must not be delivered: the task belongs to its next attempt.
-        accepted = task_id in self._policy.in_flight(handle.wid)
+        accepted = self._policy.expects_report(handle.wid, task_id)
         actions = self._policy.task_done(handle.wid, task_id, status is Status.RETRY, resident)
         task = self._tasks.get(task_id) if accepted else None
         if task is not None:
