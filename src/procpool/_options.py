@@ -40,8 +40,10 @@ class Options:
     return_exceptions: bool = False
 
     def __post_init__(self) -> None:
-        if self.timeout is not None and not (
-            isinstance(self.timeout, int | float) and self.timeout > 0
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, int | float)
+            or not self.timeout > 0
         ):
             raise ValueError(f"timeout must be a positive number of seconds, not {self.timeout!r}")
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:

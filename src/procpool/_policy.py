@@ -471,6 +471,7 @@ class Policy:
                 and not worker.retiring
                 and len(worker.batches) == 1
                 and worker.deadline is None
+                and all(t.prefetch for t in worker.batches[0])  # never behind an apply task
             ):
                 limit = self._batch_limit(worker)
                 first = self._pending[0]

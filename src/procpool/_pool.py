@@ -152,6 +152,8 @@ class Pool:
     ) -> ApplyResult[R]:
         """Call ``func(*args, **kwds)`` in a worker; the result arrives in the returned object."""
         self._check_running()
+        if "return_exceptions" in options:
+            raise TypeError("unexpected keyword argument(s): return_exceptions")
         chosen = self._options.override(options)
         result: ApplyResult[R] = ApplyResult(
             self._callbacks, self._control, callback, error_callback

@@ -66,7 +66,10 @@ def _decoder(
                 return False, undecodable
             if in_place:
                 value = [
-                    decode_exception(v.payload) if isinstance(v, RaisedItem) else v for v in value
+                    _noted(decode_exception(v.payload), attempts)
+                    if isinstance(v, RaisedItem)
+                    else v
+                    for v in value
                 ]
             return True, value
         error: BaseException
@@ -86,6 +89,12 @@ def _decoder(
         return False, error
 
     return decode
+
+
+def _noted(error: BaseException, attempts: Sequence[str]) -> BaseException:
+    if attempts:
+        error.add_note(attempts_note(attempts))
+    return error
 
 
 def _failure(exc: BaseException) -> _Decoder:
