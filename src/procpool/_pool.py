@@ -41,7 +41,7 @@ class Pool:
 
     Differences from the standard library, each deliberate:
 
-    * a worker that dies (killed, crashed, ``os._exit``) fails only the tasks it held, with
+    * a worker that dies (killed, crashed, ``os._exit``) fails only the task it was running, with
       :class:`procpool.WorkerLostError`; the pool replaces it and goes on;
     * an initializer that raises fails the pool's tasks with :class:`procpool.InitializerError`
       instead of respawning workers forever;
@@ -51,7 +51,13 @@ class Pool:
       then ``join()``); leaving it by an exception terminates;
     * functions travel with cloudpickle, so lambdas and closures work under every start method;
     * ``processes=None`` means the CPUs this process may use, not the machine's count;
-    * ``task_timeout`` (seconds) stops any task that runs longer by killing its worker.
+    * ``Ctrl-C`` while waiting on the pool stops its workers and reaches the caller.
+
+    Additions: ``task_timeout`` (seconds a task may run before its worker is killed),
+    ``retries`` and ``retry_on`` (re-run a task after a worker loss, a timeout or one of these
+    exceptions) and ``max_memory_per_child`` (replace a worker whose memory grew past it) are
+    the defaults of the keyword options every submitting method takes (``timeout``, ``retries``,
+    ``retry_on``, and for the map family ``return_exceptions``); ``AsyncResult.cancel()``.
     """
 
     def __init__(
