@@ -360,7 +360,9 @@ class ProcessBackend:
             self._broken = InitializerError(
                 f"worker processes keep dying before they are ready (the last, process "
                 f"{handle.process.pid}, {describe_exit(handle.exitcode)}); the pool cannot run "
-                "tasks"
+                "tasks. Likely causes: an initializer or an import that kills the process, or, "
+                "under spawn and forkserver, a main script that starts the pool without "
+                "`if __name__ == '__main__':`"
             )
         self._execute(actions)
         del self._workers[handle.wid]
