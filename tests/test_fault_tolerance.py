@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,85 +57,17 @@ from _fault_tolerance_tasks import (  # noqa: E402
 from _helpers import (  # noqa: E402
     Rendezvous,
     block,
-    child_processes,
-    helper_pids,
     is_gone,
     run_item,
     square,
     wait_gone,
 )
+from _pools import WAIT, Audit  # noqa: E402
 
-# A wait that should end at once; generous for a loaded 2-core machine, far below the timeout.
-WAIT = 30.0
 MIB = 2**20
 
-# Python 3.12+ warns when a process with threads forks (the pool's scheduler thread is there
-# whenever a worker is restarted); the fork tests, and only they, accept that warning.
-FORK_WITH_THREADS = pytest.mark.filterwarnings(
-    r"ignore:This process \(pid=\d+\) is multi-threaded, use of fork\(\):DeprecationWarning"
-)
 
-START_METHODS = [
-    pytest.param("fork", marks=FORK_WITH_THREADS, id="fork"),
-    pytest.param("spawn", id="spawn"),
-    pytest.param("forkserver", id="forkserver"),
-]
-
-
-# -- fixtures and helpers ------------------------------------------------------------------------
-
-
-@pytest.fixture(params=START_METHODS)
-def method(request: pytest.FixtureRequest) -> str:
-    return request.param  # type: ignore[no-any-return]
-
-
-class Audit:
-    """Which processes existed before the test, and which workers the test saw."""
-
-    def __init__(self) -> None:
-        self.before = child_processes()
-        self.workers: set[int] = set()
-
-    def note(self, pool: procpool.Pool) -> set[int]:
-        pids = {p.pid for p in pool._pool}
-        self.workers |= pids
-        return pids
-
-    def check(self) -> None:
-        """No worker outlives the pool, and no child is left a zombie."""
-        leftover = child_processes() - self.before
-        alive = {pid for pid in self.workers if not is_gone(pid)}
-        assert not leftover, f"processes left behind: {sorted(leftover)}"
-        assert not alive, f"workers still alive: {sorted(alive)}"
-        assert not zombies(), f"zombie children: {sorted(zombies())}"
-
-
-@pytest.fixture
-def audit() -> Audit:
-    return Audit()
-
-
-@pytest.fixture
-def pools(method: str) -> Iterator[Callable[..., procpool.Pool]]:
-    """Makes pools for the test's start method; terminates whatever the test left running."""
-    made: list[procpool.Pool] = []
-
-    def make(processes: int = 2, **kwargs: Any) -> procpool.Pool:
-        pool = procpool.Pool(processes, context=procpool.get_context(method), **kwargs)
-        made.append(pool)
-        return pool
-
-    yield make
-    for pool in made:
-        pool.terminate()
-        pool.join()
-
-
-@pytest.fixture
-def rendezvous() -> Iterator[Rendezvous]:
-    with Rendezvous(timeout=WAIT) as r:
-        yield r
+# -- helpers ----------------------------------------------------------------------------------
 
 
 def assert_still_works(pool: procpool.Pool) -> None:
@@ -169,29 +101,6 @@ def drain(iterator: Any) -> list[Any]:
             items.append(iterator.next(timeout=WAIT))
         except StopIteration:
             return items
-
-
-def stat(pid: int) -> tuple[str, int] | None:
-    """(state, ppid) of a process, or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[1])
-
-
-def zombies() -> set[int]:
-    """Children of this process (or of the fork server) that exited and were never reaped."""
-    parents = {os.getpid(), *helper_pids()}
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            info = stat(int(entry))
-            if info is not None and info[0] == "Z" and info[1] in parents:
-                found.add(int(entry))
-    return found
 
 
 def fd_count() -> int:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.pool import MaybeEncodingError
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,6 @@ from _helpers import (  # noqa: E402
     SetstateRaises,
     Unpicklable,
     block,
-    child_processes,
     crash,
     exit_initializer,
     fail_initializer,
@@ -58,77 +57,9 @@ from _helpers import (  # noqa: E402
     square,
     wait_gone,
 )
+from _pools import WAIT, Audit  # noqa: E402
 
-# A wait that should end at once; generous for a loaded 2-core machine, far below the timeout.
-WAIT = 30.0
-
-# Python 3.12+ warns when a process with threads forks, and the pool's scheduler thread is
-# there whenever a worker is (re)started. Choosing the fork start method is choosing that
-# hazard, so the fork tests, and only they, accept the warning.
-FORK_WITH_THREADS = pytest.mark.filterwarnings(
-    r"ignore:This process \(pid=\d+\) is multi-threaded, use of fork\(\):DeprecationWarning"
-)
-
-START_METHODS = [
-    pytest.param("fork", marks=FORK_WITH_THREADS, id="fork"),
-    pytest.param("spawn", id="spawn"),
-    pytest.param("forkserver", id="forkserver"),
-]
-
-
-# -- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=START_METHODS)
-def method(request: pytest.FixtureRequest) -> str:
-    return request.param  # type: ignore[no-any-return]
-
-
-class Audit:
-    """Which processes existed before the test, and which workers the test saw."""
-
-    def __init__(self) -> None:
-        self.before = child_processes()
-        self.workers: set[int] = set()
-
-    def note(self, pool: procpool.Pool) -> set[int]:
-        pids = {p.pid for p in pool._pool}
-        self.workers |= pids
-        return pids
-
-    def check(self) -> None:
-        """No worker outlives the pool: call after close()/terminate() and join()."""
-        leftover = child_processes() - self.before
-        alive = {pid for pid in self.workers if not is_gone(pid)}
-        assert not leftover, f"processes left behind: {sorted(leftover)}"
-        assert not alive, f"workers still alive: {sorted(alive)}"
-
-
-@pytest.fixture
-def audit() -> Audit:
-    return Audit()
-
-
-@pytest.fixture
-def pools(method: str) -> Iterator[Callable[..., procpool.Pool]]:
-    """Makes pools for the test's start method; terminates whatever the test left running."""
-    made: list[procpool.Pool] = []
-
-    def make(processes: int = 2, **kwargs: Any) -> procpool.Pool:
-        pool = procpool.Pool(processes, context=procpool.get_context(method), **kwargs)
-        made.append(pool)
-        return pool
-
-    yield make
-    for pool in made:
-        pool.terminate()
-        pool.join()
-
-
-@pytest.fixture
-def rendezvous() -> Iterator[Rendezvous]:
-    with Rendezvous(timeout=WAIT) as r:
-        yield r
+# -- helpers ---------------------------------------------------------------------------------------
 
 
 def drain(iterator: Any) -> list[tuple[bool, Any]]:
