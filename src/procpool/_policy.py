@@ -1,9 +1,11 @@
-"""The scheduling policy: every dispatch, respawn, retirement and deadline decision, without I/O.
+"""The scheduling policy: every dispatch, respawn, retirement, deadline, retry and cancellation
+decision, without I/O.
 
 The scheduler thread feeds a :class:`Policy` events (a task was submitted, a worker became ready,
-a task finished, a worker exited, time passed) and carries out the actions it returns (spawn a
-worker, send it tasks, stop or kill it, fail tasks). Nothing here touches a process, a pipe or the
-real clock, so the policy is tested with plain method calls and an injected clock.
+a task finished, a worker exited, time passed, a task was cancelled) and carries out the actions
+it returns (spawn a worker, send it tasks, stop or kill it, fail a task or queue it again).
+Nothing here touches a process, a pipe or the real clock, so the policy is tested with plain
+method calls and an injected clock.
 """
 
 from __future__ import annotations
