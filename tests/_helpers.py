@@ -46,6 +46,7 @@ __all__ = [
     "return_unpicklable",
     "run_item",
     "square",
+    "stat",
     "wait_gone",
 ]
 
@@ -234,7 +235,7 @@ def raise_fails_to_load() -> None:
 # -- process accounting ------------------------------------------------------------------------
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
+def stat(pid: int) -> tuple[str, int] | None:
     """(state, ppid) of a process, or None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -267,16 +268,16 @@ def child_processes() -> set[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        stat = _stat(int(entry))
-        if stat is not None and stat[1] in parents and int(entry) not in helpers:
+        info = stat(int(entry))
+        if info is not None and info[1] in parents and int(entry) not in helpers:
             found.add(int(entry))
     return found
 
 
 def is_gone(pid: int) -> bool:
     """True if the process has exited (a zombie has exited; reaping it is its parent's job)."""
-    stat = _stat(pid)
-    return stat is None or stat[0] in ("Z", "X")
+    info = stat(pid)
+    return info is None or info[0] in ("Z", "X")
 
 
 def wait_gone(pids: set[int] | list[int], timeout: float) -> set[int]:

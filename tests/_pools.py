@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 import procpool
-from _helpers import child_processes, helper_pids, is_gone
+from _helpers import child_processes, helper_pids, is_gone, stat
 
 # A wait that should end at once; generous for a loaded 2-core machine, far below the timeout.
 WAIT = 30.0
@@ -36,17 +36,6 @@ class Audit:
         assert not zombies(), f"zombie children: {sorted(zombies())}"
 
 
-def stat(pid: int) -> tuple[str, int] | None:
-    """(state, ppid) of a process, or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[1])
-
-
 def zombies() -> set[int]:
     """Children of this process (or of the fork server) that exited and were never reaped."""
     parents = {os.getpid(), *helper_pids()}
@@ -57,3 +46,16 @@ def zombies() -> set[int]:
             if info is not None and info[0] == "Z" and info[1] in parents:
                 found.add(int(entry))
     return found
+
+
+def live_workers(pool: procpool.Pool, audit: Audit) -> set[int]:
+    """The pool's workers that are alive (``_pool`` may still list one that just died)."""
+    return {pid for pid in audit.note(pool) if not is_gone(pid)}
+
+
+def close_and_check(pool: procpool.Pool, audit: Audit) -> None:
+    audit.note(pool)
+    pool.close()
+    pool.join()
+    assert pool._pool == []
+    audit.check()

@@ -62,7 +62,7 @@ from _helpers import (  # noqa: E402
     square,
     wait_gone,
 )
-from _pools import WAIT, Audit  # noqa: E402
+from _pools import WAIT, Audit, close_and_check, live_workers  # noqa: E402
 
 MIB = 2**20
 
@@ -78,19 +78,6 @@ def assert_still_works(pool: procpool.Pool) -> None:
 def run(pool: procpool.Pool, func: Callable[..., Any], *args: Any, **options: Any) -> Any:
     """``pool.apply(func, args, **options)``, its wait bounded."""
     return pool.apply_async(func, args, **options).get(timeout=WAIT)
-
-
-def live_workers(pool: procpool.Pool, audit: Audit) -> set[int]:
-    """The pool's workers that are alive (``_pool`` may still list one that just died)."""
-    return {pid for pid in audit.note(pool) if not is_gone(pid)}
-
-
-def close_and_check(pool: procpool.Pool, audit: Audit) -> None:
-    audit.note(pool)
-    pool.close()
-    pool.join()
-    assert pool._pool == []
-    audit.check()
 
 
 def drain(iterator: Any) -> list[Any]:

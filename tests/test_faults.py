@@ -57,7 +57,7 @@ from _helpers import (  # noqa: E402
     square,
     wait_gone,
 )
-from _pools import WAIT, Audit  # noqa: E402
+from _pools import WAIT, Audit, close_and_check, live_workers  # noqa: E402
 
 # -- helpers ---------------------------------------------------------------------------------------
 
@@ -79,19 +79,6 @@ def drain(iterator: Any) -> list[tuple[bool, Any]]:
 def assert_still_works(pool: procpool.Pool) -> None:
     assert pool.map(square, range(12)) == [i * i for i in range(12)]
     assert pool.apply_async(square, (7,)).get(timeout=WAIT) == 49
-
-
-def live_workers(pool: procpool.Pool, audit: Audit) -> set[int]:
-    """The pool's workers that are alive (``_pool`` may still list one that just died)."""
-    return {pid for pid in audit.note(pool) if not is_gone(pid)}
-
-
-def close_and_check(pool: procpool.Pool, audit: Audit) -> None:
-    audit.note(pool)
-    pool.close()
-    pool.join()
-    assert pool._pool == []
-    audit.check()
 
 
 # -- a worker dies while it holds a task -----------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from _clock import FakeClock
 from procpool._policy import (
     MAX_BATCH,
     MAX_STARTUP_FAILURES,
@@ -17,17 +18,6 @@ from procpool._policy import (
     Stop,
     TaskInfo,
 )
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def tasks(*ids: int, timeout: float | None = None) -> list[TaskInfo]:

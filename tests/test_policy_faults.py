@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from _clock import FakeClock
 from procpool._policy import (
     Fail,
     FailReason,
@@ -21,17 +22,6 @@ from procpool._policy import (
     Stop,
     TaskInfo,
 )
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def started(
