@@ -19,6 +19,7 @@ def plot(results: Results, path: Path) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return False
     cells = results.cells()
@@ -28,12 +29,18 @@ def plot(results: Results, path: Path) -> bool:
     figure, axes = plt.subplots(figsize=(11, 0.55 * len(metrics) + 1.5))
     for i, library in enumerate(peers):
         ratios = [cells[m.key][library].ratio for m in metrics]
-        positions = [row + i * height for row, r in enumerate(ratios) if r is not None]
+        shown = [(row + i * height, r) for row, r in enumerate(ratios) if r is not None]
+        # Bars start at 1 (as good as the standard library): right is better, left worse.
         axes.barh(
-            positions, [r for r in ratios if r is not None], height, label=LIBRARIES[library].title
+            [position for position, _ in shown],
+            [r - 1 for _, r in shown],
+            height,
+            left=1,
+            label=LIBRARIES[library].title,
         )
     axes.axvline(1.0, color="black", linewidth=1)
     axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
     axes.set_yticks([row + 0.4 - height / 2 for row in range(len(metrics))])
     axes.set_yticklabels([f"{m.key} ({m.unit})" for m in metrics], fontsize=8)
     axes.invert_yaxis()

@@ -165,6 +165,9 @@ def footnotes(results: Results) -> list[str]:
             title = LIBRARIES[sample["library"]].title
             notes[f"{sample['workload']}, {title}: {sample['status']}: {sample['reason']}"] = None
     for key in results.workloads:
+        cap = WORKLOADS[key].max_repetitions
+        if cap is not None and cap < results.repetitions:
+            notes[f"{key}: {cap} sample(s) per library, not {results.repetitions}"] = None
         for library, note in WORKLOADS[key].notes.items():
             if library in results.libraries:
                 notes[f"{key}, {LIBRARIES[library].title}: {note}"] = None

@@ -2,7 +2,7 @@
 
 For each repetition, for each workload, every library runs once, in an order that rotates from
 one repetition to the next, so slow drifts of the machine's load spread over all libraries.
-Each sample is a new interpreter (``child/bench_runner.py``) in a session of its own: on a
+Each sample is a new interpreter (``child/bench_main.py``) in a session of its own: on a
 timeout the whole process group, workers included, is killed.
 """
 
@@ -122,7 +122,8 @@ def run_sample(spec: dict[str, Any], timeout: float) -> Sample:
     """One fresh runner for one library and workload; its outcome, load and duration."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CHILD), env.get("PYTHONPATH")]))
-    command = [sys.executable, "-c", "import bench_runner; bench_runner.main()", json.dumps(spec)]
+    script = CHILD / WORKLOADS[spec["workload"]].script
+    command = [sys.executable, str(script), json.dumps(spec)]
     load = LoadSampler()
     with subprocess.Popen(
         command,
@@ -164,6 +165,8 @@ def plan(libraries: list[str], workloads: list[str], reps: int) -> list[tuple[in
     order = []
     for rep in range(reps):
         for key in workloads:
+            if rep >= (WORKLOADS[key].max_repetitions or reps):
+                continue
             shift = rep % len(libraries)
             for library in libraries[shift:] + libraries[:shift]:
                 if not LIBRARIES[library].startup_only or WORKLOADS[key].warm_up is None:

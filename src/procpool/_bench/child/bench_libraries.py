@@ -99,6 +99,13 @@ class ExecutorAdapter:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
+class LokyAdapter(ExecutorAdapter):
+    """loky's executor: its ``shutdown`` kills the workers instead of cancelling futures."""
+
+    def terminate(self) -> None:
+        self.executor.shutdown(wait=True, kill_workers=True)
+
+
 def _one_tuples(items: Iterable[Any]) -> Iterator[tuple[Any]]:
     """mpire calls ``fn(*item)`` for tuples and lists and ``fn(**item)`` for dicts."""
     return ((item,) for item in items)
@@ -171,7 +178,7 @@ def _executor(processes: int) -> Adapter:
 def _loky(processes: int) -> Adapter:
     import loky
 
-    return ExecutorAdapter(loky.get_reusable_executor(max_workers=processes), "loky")
+    return LokyAdapter(loky.get_reusable_executor(max_workers=processes), "loky")
 
 
 def _mpire(processes: int) -> Adapter:

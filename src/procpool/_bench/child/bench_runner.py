@@ -1,10 +1,9 @@
 """One library, one workload, in a fresh interpreter: the suite starts this once per sample.
 
-    PYTHONPATH=<this directory> python -c "import bench_runner; bench_runner.main()" SPEC
+    PYTHONPATH=<this directory> python <this directory>/bench_main.py SPEC
 
 SPEC is a JSON object (library, workload, sizes, processes). The last line on stdout is a JSON
-object: the workload's values and the pool's start method, or what the library lacks. Started
-with ``-c``, the interpreter's ``__main__`` is not a file, so no library's workers re-import it.
+object: the workload's values and the pool's start method, or what the library lacks.
 """
 
 from __future__ import annotations
