@@ -503,7 +503,7 @@ WORKLOADS: dict[str, Workload] = {
             (
                 Metric(
                     "startup_scipy_s",
-                    "the same, the main script and the task's module importing numpy, scipy.optimize",
+                    "the same, the script and the task's module importing numpy, scipy.optimize",
                     "s",
                     False,
                 ),
