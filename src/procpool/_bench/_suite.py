@@ -65,6 +65,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=300.0,
         help="seconds one sample may take before it is killed (default 300)",
     )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        help="start no repetition after the first that would end past this (default: no limit)",
+    )
     parser.add_argument("--json", type=Path, help="write the raw samples and medians here")
     parser.add_argument(
         "--write-docs",
@@ -174,13 +179,30 @@ def plan(libraries: list[str], workloads: list[str], reps: int) -> list[tuple[in
     return order
 
 
+def over_budget(args: argparse.Namespace, started: float, rep_started: float) -> bool:
+    """Whether another repetition, as long as the last one, would end past ``--max-minutes``."""
+    limit: float | None = args.max_minutes
+    if limit is None:
+        return False
+    now = time.monotonic()
+    return now + (now - rep_started) > started + 60 * limit
+
+
 def measure(
     args: argparse.Namespace, sizes: Sizes, libraries: list[str], workloads: list[str], reps: int
-) -> list[Sample]:
-    """Every sample of the plan; a cell that cannot run is recorded once, not run."""
-    samples = []
+) -> tuple[list[Sample], int]:
+    """Every sample of the plan (a cell that cannot run is recorded once, not run), and the
+    number of repetitions done: fewer than asked if ``--max-minutes`` would be exceeded."""
+    samples: list[Sample] = []
     steps = plan(libraries, workloads, reps)
+    started = rep_started = time.monotonic()
+    current = 0
     for step, (rep, key, library) in enumerate(steps, 1):
+        if rep > current:  # repetition `current` is complete
+            if over_budget(args, started, rep_started):
+                print(f"stopping after {rep} repetition(s): --max-minutes", file=sys.stderr)
+                return samples, rep
+            current, rep_started = rep, time.monotonic()
         head = {"rep": rep, "workload": key, "library": library}
         empty = why_not_run(LIBRARIES[library], WORKLOADS[key], sizes)
         if empty is not None:
@@ -203,7 +225,7 @@ def measure(
             file=sys.stderr,
             flush=True,
         )
-    return samples
+    return samples, reps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     libraries = chosen_libraries(args)
     workloads = split(args.workloads) or list(WORKLOADS)
     machine = machine_info()
-    samples = measure(args, sizes, libraries, workloads, reps)
+    samples, reps = measure(args, sizes, libraries, workloads, reps)
     results = Results(
         command=shlex.join(["python", "benchmarks/run.py", *argv]),
         machine=machine,
