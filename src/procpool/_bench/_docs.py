@@ -92,7 +92,11 @@ def page(results: Results, plotted: bool) -> str:
         "## Machine",
         "",
         *machine_lines(results),
-        "- start methods: "
+        "",
+        "## Libraries",
+        "",
+        *[f"- {LIBRARIES[lib].title}: {LIBRARIES[lib].how}" for lib in results.libraries],
+        "- start methods (each library's default): "
         + ", ".join(f"{LIBRARIES[lib].title} {method}" for lib, method in methods.items()),
         "",
         "## Results",

@@ -190,12 +190,14 @@ def _mpire(processes: int) -> Adapter:
 
 @dataclass(frozen=True)
 class Library:
-    """A library as the suite runs it: its column title, its module and how to make a pool."""
+    """A library as the suite runs it: its column title, its module, how to make a pool, and
+    how it is called, in words for the results page."""
 
     key: str
     title: str
     module: str
     make: Callable[[int], Adapter]
+    how: str
     startup_only: bool = False
 
     def installed(self) -> bool:
@@ -205,26 +207,58 @@ class Library:
 
 BASELINE = "multiprocessing"
 
+POOL_API = "map, imap, apply_async(...).get(), close() and join()"
+EXECUTOR_API = (
+    "map(chunksize=1 unless said) for map and imap, submit(...).result() for apply_async; "
+    "shutdown(wait=True)"
+)
+
 LIBRARIES: dict[str, Library] = {
     library.key: library
     for library in (
-        Library(BASELINE, "multiprocessing.Pool", "multiprocessing", _multiprocessing),
-        Library("procpool", "procpool", "procpool", _procpool),
+        Library(
+            BASELINE,
+            "multiprocessing.Pool",
+            "multiprocessing",
+            _multiprocessing,
+            f"multiprocessing.Pool(processes), the default start method; {POOL_API}",
+        ),
+        Library(
+            "procpool", "procpool", "procpool", _procpool, f"procpool.Pool(processes); {POOL_API}"
+        ),
         Library(
             "concurrent.futures",
             "ProcessPoolExecutor",
             "concurrent.futures",
             _executor,
+            f"concurrent.futures.ProcessPoolExecutor(processes); {EXECUTOR_API}",
         ),
-        Library("loky", "loky", "loky", _loky),
-        Library("mpire", "mpire", "mpire", _mpire),
-        Library("billiard", "billiard", "billiard", _billiard),
+        Library(
+            "loky",
+            "loky",
+            "loky",
+            _loky,
+            f"loky.get_reusable_executor(max_workers=processes); {EXECUTOR_API}",
+        ),
+        Library(
+            "mpire",
+            "mpire",
+            "mpire",
+            _mpire,
+            "mpire.WorkerPool(n_jobs=processes, keep_alive=True) (kept alive like the other "
+            "pools); each item passed as a 1-tuple, map(concatenate_numpy_output=False), "
+            "imap, apply_async(...).get(), stop_and_join()",
+        ),
+        Library(
+            "billiard", "billiard", "billiard", _billiard, f"billiard.Pool(processes); {POOL_API}"
+        ),
         # The standard library's other start method on Linux, where start-up is what differs.
         Library(
             "multiprocessing-forkserver",
             "multiprocessing.Pool (forkserver)",
             "multiprocessing",
             lambda processes: _multiprocessing(processes, "forkserver"),
+            "multiprocessing.get_context('forkserver').Pool(processes): start-up rows only",
             startup_only=True,
         ),
     )
