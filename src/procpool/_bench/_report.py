@@ -62,9 +62,11 @@ class Results:
                 if metric not in WORKLOADS[sample["workload"]].metrics:
                     continue
                 cell = row[sample["library"]]
-                cell.status, cell.reason = sample["status"], sample.get("reason", "")
                 if sample["status"] == "ok":
+                    cell.status = "ok"  # a failed repetition is a footnote, not the cell
                     cell.samples.append(float(sample["values"][metric.key]))
+                elif not cell.samples:
+                    cell.status, cell.reason = sample["status"], sample["reason"]
             fill_ratios(metric, row)
         return table
 
@@ -84,7 +86,12 @@ class Results:
             "start_methods": self.start_methods(),
             "medians": {
                 key: {
-                    lib: {"median": c.median, "ratio": c.ratio, "status": c.status}
+                    lib: {
+                        "median": c.median,
+                        "ratio": c.ratio,
+                        "status": c.status,
+                        "samples": len(c.samples),
+                    }
                     for lib, c in row.items()
                 }
                 for key, row in self.cells().items()
@@ -158,20 +165,29 @@ def render_markdown(rows: Sequence[Sequence[str]]) -> str:
 
 
 def footnotes(results: Results) -> list[str]:
-    """Why a cell is n/a, skipped or an error; how a library stood in for a missing call."""
-    notes: dict[str, None] = {}
+    """Why a cell is n/a, skipped or an error (once per reason, naming the libraries); how a
+    library stood in for a missing call; which workloads have fewer samples."""
+    empty: dict[tuple[str, str, str], list[str]] = {}
     for sample in results.samples:
         if sample["status"] != "ok":
-            title = LIBRARIES[sample["library"]].title
-            notes[f"{sample['workload']}, {title}: {sample['status']}: {sample['reason']}"] = None
+            reason = (sample["workload"], sample["status"], sample["reason"])
+            titles = empty.setdefault(reason, [])
+            if LIBRARIES[sample["library"]].title not in titles:
+                titles.append(LIBRARIES[sample["library"]].title)
+    notes = [
+        f"{key}, {', '.join(titles)}: {status}: {reason}"
+        for (key, status, reason), titles in empty.items()
+    ]
     for key in results.workloads:
         cap = WORKLOADS[key].max_repetitions
         if cap is not None and cap < results.repetitions:
-            notes[f"{key}: {cap} sample(s) per library, not {results.repetitions}"] = None
-        for library, note in WORKLOADS[key].notes.items():
-            if library in results.libraries:
-                notes[f"{key}, {LIBRARIES[library].title}: {note}"] = None
-    return list(notes)
+            notes.append(f"{key}: {cap} sample(s) per library, not {results.repetitions}")
+        notes += [
+            f"{key}, {LIBRARIES[library].title}: {note}"
+            for library, note in WORKLOADS[key].notes.items()
+            if library in results.libraries
+        ]
+    return notes
 
 
 def load_summary(results: Results) -> list[str]:
