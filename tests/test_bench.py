@@ -97,6 +97,14 @@ def test_ratios_read_above_one_as_better() -> None:
         assert row["multiprocessing"].ratio == pytest.approx(1.0)
 
 
+def test_ratios_ignore_differences_below_the_noise_floor() -> None:
+    memory = Metric("memory", "memory grown", "MB", False, floor=1.0)
+    row = {"multiprocessing": Cell([0.1]), "procpool": Cell([0.5]), "billiard": Cell([4.0])}
+    fill_ratios(memory, row)
+    assert row["procpool"].ratio == pytest.approx(1.0)
+    assert row["billiard"].ratio == pytest.approx(0.25)
+
+
 def test_plan_interleaves_and_rotates() -> None:
     libraries = ["multiprocessing", "procpool", "multiprocessing-forkserver"]
     order = plan(libraries, ["map_tiny", "startup"], reps=2)

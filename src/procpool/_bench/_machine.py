@@ -29,12 +29,17 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def meminfo_bytes(field: str) -> int:
+    """A ``/proc/meminfo`` field (``MemTotal``, ``MemAvailable``) in bytes."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def memory_gib() -> float:
     """The machine's memory in GiB."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) / 2**20
-    return 0.0
+    return meminfo_bytes("MemTotal") / 2**30
 
 
 def versions() -> dict[str, str]:

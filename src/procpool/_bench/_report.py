@@ -102,12 +102,16 @@ class Results:
 
 def fill_ratios(metric: Metric, row: dict[str, Cell]) -> None:
     """Each cell's ratio to the baseline's median, oriented so that above 1 is better."""
-    base = row[BASELINE].median if BASELINE in row else None
+    median = row[BASELINE].median if BASELINE in row else None
+    if median is None:
+        return
+    base = max(median, metric.floor)
     for cell in row.values():
-        value = cell.median
-        if base is None or value is None or base <= 0 or value <= 0:
+        if cell.median is None:
             continue
-        cell.ratio = value / base if metric.higher_is_better else base / value
+        value = max(cell.median, metric.floor)
+        if base > 0 and value > 0:
+            cell.ratio = value / base if metric.higher_is_better else base / value
 
 
 def number(value: float) -> str:

@@ -24,11 +24,11 @@ from typing import Any
 
 import bench_tasks
 from bench_libraries import BASELINE, LIBRARIES, Library
-from bench_workloads import FULL, QUICK, WORKLOADS, Sizes, Workload
+from bench_workloads import FULL, MB, QUICK, WORKLOADS, Sizes, Workload
 
 from . import CHILD
 from ._docs import write_docs
-from ._machine import LoadSampler, machine_info
+from ._machine import LoadSampler, machine_info, meminfo_bytes
 from ._report import Results, Sample, footnotes, load_summary, render_text, table_rows, write_json
 
 QUICK_LIBRARIES = (BASELINE, "procpool")
@@ -120,6 +120,10 @@ def why_not_run(library: Library, workload: Workload, sizes: Sizes) -> Sample | 
         return {"status": "missing", "reason": f"{', '.join(missing)} not installed"}
     if workload.skip and not getattr(sizes, workload.skip):
         return {"status": "skipped", "reason": f"{workload.skip} is 0"}
+    # Copies of a big array coexist in the parent, the pipe's way and the worker: keep clear of
+    # the out-of-memory killer, which would take a shared machine's other work with it.
+    if workload.skip and meminfo_bytes("MemAvailable") < 6 * getattr(sizes, workload.skip) * MB:
+        return {"status": "skipped", "reason": f"less than 6 x {workload.skip} MB memory free"}
     return None
 
 
