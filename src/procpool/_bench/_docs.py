@@ -87,7 +87,10 @@ def page(results: Results, plotted: bool) -> str:
         "better than the standard library**, whether the metric is a rate or a time. Every "
         "library gets the same inputs. Pools are started and warmed before the timing, except "
         "in the start-up rows, which time exactly that with each library's default start "
-        'method. "n/a": the library has no such call; "-": not measured.',
+        'method. "n/a": the library has no such call; "-": not measured. The last column is '
+        "the machine's own limit, measured by the suite before the samples: one core calling "
+        "the task with no pool, a pipe round trip between two processes, one memory copy, a "
+        "fork and wait.",
         "",
         "## Machine",
         "",

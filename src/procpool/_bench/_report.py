@@ -46,6 +46,7 @@ class Results:
     libraries: list[str]
     workloads: list[str]
     samples: list[Sample]
+    limits: dict[str, str] = field(default_factory=dict)
 
     def metrics(self) -> list[Metric]:
         return [m for key in self.workloads for m in WORKLOADS[key].metrics]
@@ -96,6 +97,7 @@ class Results:
                 }
                 for key, row in self.cells().items()
             },
+            "limits": self.limits,
             "samples": self.samples,
         }
 
@@ -136,10 +138,15 @@ def column_title(library: str, start_methods: dict[str, str]) -> str:
 
 
 def table_rows(results: Results) -> list[list[str]]:
-    """The header, then one row per metric: label, unit, direction, then each library's cell."""
+    """The header, then one row per metric: label, unit, direction, each library's cell, and
+    the machine's limit."""
     methods = results.start_methods()
-    header = ["workload", "unit", "better"] + [
-        column_title(lib, methods) for lib in results.libraries
+    header = [
+        "workload",
+        "unit",
+        "better",
+        *[column_title(lib, methods) for lib in results.libraries],
+        "the machine's limit",
     ]
     rows = [header]
     cells = results.cells()
@@ -148,6 +155,7 @@ def table_rows(results: Results) -> list[list[str]]:
         rows.append(
             [results.label(metric), metric.unit, "higher" if metric.higher_is_better else "lower"]
             + [cell_text(lib, row[lib]) for lib in results.libraries]
+            + [results.limits.get(metric.key, "")]
         )
     return rows
 

@@ -28,6 +28,7 @@ from bench_workloads import FULL, MB, QUICK, WORKLOADS, Sizes, Workload
 
 from . import CHILD
 from ._docs import write_docs
+from ._limits import machine_limits
 from ._machine import LoadSampler, machine_info, meminfo_bytes
 from ._report import Results, Sample, footnotes, load_summary, render_text, table_rows, write_json
 
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     libraries = chosen_libraries(args)
     workloads = split(args.workloads) or list(WORKLOADS)
     machine = machine_info()
+    limits = machine_limits(sizes)  # before the first sample: forks while no thread runs
     samples, reps = measure(args, sizes, libraries, workloads, reps)
     results = Results(
         command=shlex.join(["python", "benchmarks/run.py", *argv]),
@@ -253,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         libraries=libraries,
         workloads=workloads,
         samples=samples,
+        limits=limits,
     )
     print(render_text(table_rows(results)))
     print("ratio in brackets: against multiprocessing.Pool, above 1 is better than the stdlib")
