@@ -6,7 +6,14 @@ from pathlib import Path
 
 from bench_libraries import BASELINE, LIBRARIES
 
-from ._report import Results, footnotes, load_summary, render_markdown, table_rows
+from ._report import (
+    Results,
+    footnotes,
+    load_summary,
+    render_markdown,
+    spread_summary,
+    table_rows,
+)
 
 PLOT = "benchmarks.png"
 
@@ -106,7 +113,7 @@ def page(results: Results, plotted: bool) -> str:
         "",
         render_markdown(table_rows(results)),
         "",
-        *[f"- {note}" for note in footnotes(results)],
+        *[f"- {note}" for note in footnotes(results) + spread_summary(results)],
         "",
     ]
     if plotted:

@@ -91,10 +91,11 @@ def busy_and_total_ticks() -> tuple[int, int]:
     return total - idle, total
 
 
-def own_cpu_seconds() -> float:
-    """CPU time of this process (all its threads, the sampler's included)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    return own.ru_utime + own.ru_stime
+def cpu_seconds(who: int) -> float:
+    """CPU time of this process (all its threads, the sampler's included: ``RUSAGE_SELF``) or
+    of the children it has waited for (``RUSAGE_CHILDREN``)."""
+    used = resource.getrusage(who)
+    return used.ru_utime + used.ru_stime
 
 
 def load_average() -> float:
@@ -123,15 +124,20 @@ class LoadSampler:
 
     The runner leads a session of its own, which its pool's processes inherit (fork servers and
     workers alike, whoever reaps them): the CPU time of that session's processes, as last seen
-    alive, plus this process's is ours; the machine's busy time (``/proc/stat``) less ours is
-    foreign. A process of ours that ends between two polls loses at most one interval of CPU to
-    the foreign side. Foreign processes seen at two polls or more are named, busiest first.
+    alive, is ours; so is that of the children this process waited for (the runner, and through
+    it every worker it reaped), whichever is larger, plus this process's own. The machine's busy
+    time (``/proc/stat``) less ours is foreign. A process of ours that no one here reaps (a fork
+    server's worker) and that ends between two polls counts its last interval as foreign.
+    Foreign processes seen at two polls or more are named, busiest first; short-lived ones
+    count in the load but not by name.
     """
 
     def __init__(self, interval: float = 0.2) -> None:
         self.interval = interval
         self.busy, self.total = busy_and_total_ticks()
-        self.wall, self.own = time.monotonic(), own_cpu_seconds()
+        self.wall = time.monotonic()
+        self.own = cpu_seconds(resource.RUSAGE_SELF)
+        self.children = cpu_seconds(resource.RUSAGE_CHILDREN)
         self.session = -1
         self.ours: dict[int, int] = {}
         self.first: dict[int, tuple[str, int]] = {}
@@ -166,7 +172,9 @@ class LoadSampler:
         busy, total = busy_and_total_ticks()
         capacity = max(total - self.total, 1) / CLOCK_TICKS  # CPU-seconds all CPUs had
         busy_seconds = (busy - self.busy) / CLOCK_TICKS
-        ours = sum(self.ours.values()) / CLOCK_TICKS + own_cpu_seconds() - self.own
+        session = sum(self.ours.values()) / CLOCK_TICKS
+        reaped = cpu_seconds(resource.RUSAGE_CHILDREN) - self.children
+        ours = max(session, reaped) + cpu_seconds(resource.RUSAGE_SELF) - self.own
         foreign = max(busy_seconds - ours, 0.0)
         by_name: dict[str, float] = {}
         for pid, (name, ticks) in self.first.items():

@@ -33,6 +33,14 @@ class Cell:
     def median(self) -> float | None:
         return statistics.median(self.samples) if self.samples else None
 
+    @property
+    def spread(self) -> float | None:
+        """(max - min) / median of the samples: how much the repetitions disagreed."""
+        median = self.median
+        if median is None or median == 0 or len(self.samples) < 2:
+            return None
+        return (max(self.samples) - min(self.samples)) / abs(median)
+
 
 @dataclass
 class Results:
@@ -92,6 +100,7 @@ class Results:
                         "ratio": c.ratio,
                         "status": c.status,
                         "samples": len(c.samples),
+                        "spread": c.spread,
                     }
                     for lib, c in row.items()
                 }
@@ -231,10 +240,28 @@ def load_summary(results: Results) -> list[str]:
     busiest = sorted(by_name.items(), key=lambda item: -item[1])[:8]
     if busiest:
         lines.append(
-            "other processes' CPU time during the samples, busiest first: "
+            "other long-lived processes' CPU time during the samples, busiest first: "
             + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in busiest)
         )
     return lines
+
+
+def spread_summary(results: Results) -> list[str]:
+    """How far apart the repetitions were: the typical and the worst cell."""
+    spreads = [
+        (cell.spread, metric_key, library)
+        for metric_key, row in results.cells().items()
+        for library, cell in row.items()
+        if cell.spread is not None
+    ]
+    if not spreads:
+        return []
+    worst = max(spreads)
+    return [
+        f"spread of the repetitions, (max - min) / median: median "
+        f"{statistics.median(s for s, _, _ in spreads):.0%} over the cells, worst {worst[0]:.0%} "
+        f"({worst[1]}, {LIBRARIES[worst[2]].title})"
+    ]
 
 
 def write_json(results: Results, path: Path) -> None:

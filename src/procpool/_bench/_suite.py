@@ -30,7 +30,16 @@ from . import CHILD
 from ._docs import write_docs
 from ._limits import machine_limits
 from ._machine import LoadSampler, machine_info, meminfo_bytes
-from ._report import Results, Sample, footnotes, load_summary, render_text, table_rows, write_json
+from ._report import (
+    Results,
+    Sample,
+    footnotes,
+    load_summary,
+    render_text,
+    spread_summary,
+    table_rows,
+    write_json,
+)
 
 QUICK_LIBRARIES = (BASELINE, "procpool")
 
@@ -259,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(render_text(table_rows(results)))
     print("ratio in brackets: against multiprocessing.Pool, above 1 is better than the stdlib")
-    for line in footnotes(results) + load_summary(results):
+    for line in footnotes(results) + spread_summary(results) + load_summary(results):
         print(line)
     if args.json:
         write_json(results, args.json)
