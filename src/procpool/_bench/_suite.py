@@ -253,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     libraries = chosen_libraries(args)
     workloads = split(args.workloads) or list(WORKLOADS)
     machine = machine_info()
-    limits = machine_limits(sizes)  # before the first sample: forks while no thread runs
+    # Before the first sample: the limits fork this process while it has no thread.
+    limits = machine_limits(sizes, args.quick)
     samples, reps = measure(args, sizes, libraries, workloads, reps)
     results = Results(
         command=shlex.join(["python", "benchmarks/run.py", *argv]),
