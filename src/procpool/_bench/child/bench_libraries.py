@@ -190,8 +190,8 @@ def _mpire(processes: int) -> Adapter:
 
 @dataclass(frozen=True)
 class Library:
-    """A library as the suite runs it: its column title, its module, how to make a pool, and
-    how it is called, in words for the results page."""
+    """A library as the suite runs it: its column title, the module that defines its pool, how
+    to make a pool, and how it is called, in words for the results page."""
 
     key: str
     title: str
@@ -201,8 +201,15 @@ class Library:
     startup_only: bool = False
 
     def installed(self) -> bool:
-        """Whether its module can be imported here (without importing it)."""
-        return importlib.util.find_spec(self.module) is not None
+        """Whether its module can be imported here (importing its parent package at most)."""
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except ModuleNotFoundError:  # the parent package is missing
+            return False
+
+    def load(self) -> None:
+        """Import the module that defines its pool (a program imports it before any pool)."""
+        importlib.import_module(self.module)
 
 
 BASELINE = "multiprocessing"
@@ -219,7 +226,7 @@ LIBRARIES: dict[str, Library] = {
         Library(
             BASELINE,
             "multiprocessing.Pool",
-            "multiprocessing",
+            "multiprocessing.pool",
             _multiprocessing,
             f"multiprocessing.Pool(processes), the default start method; {POOL_API}",
         ),
@@ -229,7 +236,7 @@ LIBRARIES: dict[str, Library] = {
         Library(
             "concurrent.futures",
             "ProcessPoolExecutor",
-            "concurrent.futures",
+            "concurrent.futures.process",
             _executor,
             f"concurrent.futures.ProcessPoolExecutor(processes); {EXECUTOR_API}",
         ),
@@ -243,20 +250,24 @@ LIBRARIES: dict[str, Library] = {
         Library(
             "mpire",
             "mpire",
-            "mpire",
+            "mpire.pool",
             _mpire,
             "mpire.WorkerPool(n_jobs=processes, keep_alive=True) (kept alive like the other "
             "pools); each item passed as a 1-tuple, map(concatenate_numpy_output=False), "
             "imap, apply_async(...).get(), stop_and_join()",
         ),
         Library(
-            "billiard", "billiard", "billiard", _billiard, f"billiard.Pool(processes); {POOL_API}"
+            "billiard",
+            "billiard",
+            "billiard.pool",
+            _billiard,
+            f"billiard.Pool(processes); {POOL_API}",
         ),
         # The standard library's other start method on Linux, where start-up is what differs.
         Library(
             "multiprocessing-forkserver",
             "multiprocessing.Pool (forkserver)",
-            "multiprocessing",
+            "multiprocessing.pool",
             lambda processes: _multiprocessing(processes, "forkserver"),
             "multiprocessing.get_context('forkserver').Pool(processes): start-up rows only",
             startup_only=True,
