@@ -10,25 +10,14 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Callable
 
 import bench_tasks
-from bench_workloads import Sizes
-
-
-def best_seconds(call: Callable[[], object], repeat: int = 5) -> float:
-    """The fastest of ``repeat`` runs: the least disturbed by the machine's other work."""
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return min(samples)
+from bench_workloads import Sizes, fastest
 
 
 def square_calls_per_second(n: int) -> float:
     """How fast one core calls the tiny task, with no pool around it."""
-    return n / best_seconds(lambda: list(map(bench_tasks.square, range(n))))
+    return n / fastest(lambda: list(map(bench_tasks.square, range(n))))
 
 
 def pipe_round_trip_seconds(trips: int) -> float:
@@ -64,7 +53,7 @@ def copy_bytes_per_second(megabytes: int) -> float:
     def copy() -> None:
         target[:] = source
 
-    return len(source) / best_seconds(copy)
+    return len(source) / fastest(copy)
 
 
 def fork_wait_seconds(repeat: int) -> float:

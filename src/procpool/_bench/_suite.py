@@ -15,7 +15,6 @@ import json
 import os
 import shlex
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import bench_tasks
 from bench_libraries import BASELINE, LIBRARIES, Library
-from bench_workloads import FULL, MB, QUICK, WORKLOADS, Sizes, Workload
+from bench_workloads import FULL, MB, QUICK, WORKLOADS, Sizes, Workload, fastest
 
 from . import CHILD
 from ._docs import write_docs
@@ -106,12 +105,7 @@ def split(names: str | None) -> list[str]:
 def calibrate() -> float:
     """``spin`` iterations per millisecond here: the same count goes to every library."""
     iterations = 200_000
-    samples = []
-    for _ in range(7):
-        start = time.perf_counter()
-        bench_tasks.spin(iterations)
-        samples.append(time.perf_counter() - start)
-    return iterations / (statistics.median(samples) * 1000)
+    return iterations / (fastest(lambda: bench_tasks.spin(iterations)) * 1000)
 
 
 def chosen_libraries(args: argparse.Namespace) -> list[str]:

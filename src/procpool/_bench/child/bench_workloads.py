@@ -197,11 +197,16 @@ def apply_serial(ctx: Context) -> dict[str, float]:
     return {"apply_serial": seconds / n * 1e6}
 
 
+def fastest(call: Callable[[], Any], repeat: int = 7) -> float:
+    """Seconds of the fastest of ``repeat`` calls: the least disturbed by other processes."""
+    return min(timed(call)[0] for _ in range(repeat))
+
+
 def seconds_per_iteration(iters_per_ms: float) -> float:
     """How long one ``spin`` iteration takes alone here, now: the fastest of 7 tasks of ~5 ms
-    (the least disturbed by other processes, so the ideal time is not flattered)."""
+    (so that the ideal time is not flattered by a disturbed measurement)."""
     iterations = round(5 * iters_per_ms)
-    return min(timed(lambda: bench_tasks.spin(iterations))[0] for _ in range(7)) / iterations
+    return fastest(lambda: bench_tasks.spin(iterations)) / iterations
 
 
 def efficiency(ctx: Context, durations_ms: list[float], key: str) -> dict[str, float]:
