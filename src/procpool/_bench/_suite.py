@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     libraries = chosen_libraries(args)
     workloads = split(args.workloads) or list(WORKLOADS)
     machine = machine_info()
-    # Before the first sample: the limits fork this process while it has no thread.
+    # Before the first sample, while the machine is as quiet as the run will find it.
     limits = machine_limits(sizes, args.quick)
     samples, reps = measure(args, sizes, libraries, workloads, reps)
     results = Results(
