@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from bench_libraries import BASELINE, LIBRARIES
+from bench_workloads import WORKLOADS
 
 from ._report import (
     Results,
@@ -63,6 +65,12 @@ def plot(results: Results, path: Path) -> bool:
     return True
 
 
+def summary(function: object) -> str:
+    """The first paragraph of a function's docstring, on one line."""
+    doc = inspect.getdoc(function) or ""
+    return " ".join(doc.split("\n\n", 1)[0].split())
+
+
 def machine_lines(results: Results) -> list[str]:
     m = results.machine
     packages = ", ".join(f"{name} {version}" for name, version in m["packages"].items())
@@ -108,6 +116,10 @@ def page(results: Results, plotted: bool) -> str:
         *[f"- {LIBRARIES[lib].title}: {LIBRARIES[lib].how}" for lib in results.libraries],
         "- start methods (each library's default): "
         + ", ".join(f"{LIBRARIES[lib].title} {method}" for lib, method in methods.items()),
+        "",
+        "## Workloads",
+        "",
+        *[f"- {key}: {summary(WORKLOADS[key].measure)}" for key in results.workloads],
         "",
         "## Results",
         "",

@@ -177,6 +177,7 @@ def check(condition: bool, what: str) -> None:
 
 
 def map_tiny(ctx: Context) -> dict[str, float]:
+    """Millions of tiny tasks a second through ``map`` with the library's default chunking."""
     n = ctx.sizes.map_items
     seconds, results = timed(lambda: ctx.warm.map(bench_tasks.square, range(n)))
     check(len(results) == n and results[-1] == (n - 1) ** 2, "map of squares")
@@ -184,6 +185,7 @@ def map_tiny(ctx: Context) -> dict[str, float]:
 
 
 def imap_chunk1(ctx: Context) -> dict[str, float]:
+    """Microseconds a tiny task through ``imap`` with ``chunksize=1``: one call, one result each."""
     n = ctx.sizes.imap_items
     seconds, total = timed(lambda: sum(ctx.warm.imap(bench_tasks.square, range(n), 1)))
     check(total == sum(i * i for i in range(n)), "imap of squares")
@@ -191,6 +193,8 @@ def imap_chunk1(ctx: Context) -> dict[str, float]:
 
 
 def apply_serial(ctx: Context) -> dict[str, float]:
+    """Microseconds a call of ``apply_async(...).get()``, each waited for before the next: the
+    latency of one task."""
     n = ctx.sizes.apply_calls
     seconds, total = timed(lambda: sum(ctx.warm.apply(bench_tasks.square, i) for i in range(n)))
     check(total == sum(i * i for i in range(n)), "applied squares")
@@ -224,6 +228,7 @@ def efficiency(ctx: Context, durations_ms: list[float], key: str) -> dict[str, f
 
 
 def even_tasks(ctx: Context) -> dict[str, float]:
+    """Efficiency of ``map`` over equal CPU tasks (busy work, not sleep)."""
     s = ctx.sizes
     return efficiency(ctx, [s.even_ms] * s.even_tasks, "even_efficiency")
 
@@ -235,6 +240,8 @@ def skewed_durations(sizes: Sizes) -> list[float]:
 
 
 def skewed_tasks(ctx: Context) -> dict[str, float]:
+    """Efficiency of ``map`` when a few tasks take 100 times the rest: does a long task strand
+    the work queued behind it?"""
     return efficiency(ctx, skewed_durations(ctx.sizes), "skewed_efficiency")
 
 
@@ -246,6 +253,7 @@ def mixed_durations(sizes: Sizes) -> list[float]:
 
 
 def mixed_tasks(ctx: Context) -> dict[str, float]:
+    """Efficiency of ``map`` over CPU tasks of durations spread over two orders of magnitude."""
     return efficiency(ctx, mixed_durations(ctx.sizes), "mixed_efficiency")
 
 
@@ -262,12 +270,14 @@ def round_trips(ctx: Context, payloads: list[Any], key: str) -> dict[str, float]
 
 
 def dict_payload(ctx: Context) -> dict[str, float]:
+    """MB/s of big dicts of short strings echoed by tasks (pickling-bound)."""
     s = ctx.sizes
     payloads = [{f"{t}key{i:07d}": i for i in range(s.dict_entries)} for t in range(s.dict_tasks)]
     return round_trips(ctx, payloads, "dict_mbps")
 
 
 def str_payload(ctx: Context) -> dict[str, float]:
+    """MB/s of big non-ASCII strings echoed by tasks."""
     text = "procpool, déjà vu: "  # not ASCII, so pickling encodes for real
     body = (text * (ctx.sizes.str_mb * MB // len(text) + 1))[: ctx.sizes.str_mb * MB]
     return round_trips(ctx, [f"{t}{body}" for t in range(ctx.sizes.str_tasks)], "str_mbps")
@@ -280,8 +290,8 @@ def new_array(megabytes: int, fill: int = 3) -> Any:
 
 
 def array_args(ctx: Context) -> dict[str, float]:
-    """GB/s of arrays given to tasks (distinct arrays: see ``round_trips``); each task reads one
-    byte per page of its array."""
+    """GB/s of arrays given to tasks, a distinct array each (see ``round_trips``); each task
+    reads one byte per page of its array."""
     arrays = [new_array(ctx.sizes.array_mb, t % 251) for t in range(ctx.sizes.array_tasks)]
     expected = [bench_tasks.array_probe(array) for array in arrays]
     seconds, results = timed(lambda: ctx.warm.map(bench_tasks.array_probe, arrays))
@@ -290,6 +300,7 @@ def array_args(ctx: Context) -> dict[str, float]:
 
 
 def array_results(ctx: Context) -> dict[str, float]:
+    """GB/s of arrays made by tasks and returned to the caller."""
     nbytes, count = ctx.sizes.array_mb * MB, ctx.sizes.array_tasks
     seconds, results = timed(lambda: ctx.warm.map(bench_tasks.make_array, [nbytes] * count))
     check(len(results) == count and all(r.nbytes == nbytes for r in results), "made arrays")
@@ -319,10 +330,13 @@ def start_one_close(ctx: Context, task: Callable[[int], int]) -> dict[str, float
 
 
 def startup(ctx: Context) -> dict[str, float]:
+    """Start-up with the tiny task, from a script that imports nothing heavy."""
     return start_one_close(ctx, bench_tasks.square)
 
 
 def startup_scipy(ctx: Context) -> dict[str, float]:
+    """Start-up from a script that imports numpy and scipy.optimize, with a task from a module
+    that imports them too: what scientific programs pay."""
     import bench_heavy  # imported by the main script (bench_main_scipy.py) before the clock
 
     result = start_one_close(ctx, bench_heavy.heavy_square)
@@ -336,7 +350,8 @@ def resident_bytes() -> int:
 
 
 def generator_stop(ctx: Context) -> dict[str, float]:
-    """Consume ``gen_read`` results of an imap over a long generator, then stop.
+    """Read the first results of an ``imap`` over a long generator, then stop: how much input
+    the pool had pulled by then, and how much the parent's memory had grown.
 
     Reports how many items the pool had pulled from the generator by then, and how much the
     parent's resident memory had grown; then terminates the pool (closing it would wait for the
