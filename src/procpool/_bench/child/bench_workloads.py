@@ -353,9 +353,7 @@ def generator_stop(ctx: Context) -> dict[str, float]:
     """Read the first results of an ``imap`` over a long generator, then stop: how much input
     the pool had pulled by then, and how much the parent's memory had grown.
 
-    Reports how many items the pool had pulled from the generator by then, and how much the
-    parent's resident memory had grown; then terminates the pool (closing it would wait for the
-    whole input).
+    Then terminates the pool: closing it would wait for the whole input.
     """
     pulled = 0
 
