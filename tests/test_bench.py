@@ -82,6 +82,7 @@ def test_table_and_page_name_every_metric(quick_run: tuple[str, dict[str, Any], 
     assert "multiprocessing.Pool [" in stdout
     assert "python benchmarks/run.py --quick" in page
     assert "foreign CPU load" in page
+    assert "## procpool against the targets" in page
     assert "| the machine's limit |" in page
     assert (docs / "benchmarks.json").exists()
     if importlib.util.find_spec("matplotlib") is not None:

@@ -169,6 +169,39 @@ def table_rows(results: Results) -> list[list[str]]:
     return rows
 
 
+def target_text(metric: Metric) -> str:
+    """Issue 6's target for a metric, in words."""
+    words = [f"ratio >= {metric.target_ratio:g}"]
+    if metric.target_value is not None:
+        bound = ">=" if metric.higher_is_better else "<="
+        words.append(f"{bound} {metric.target_value:g} {metric.unit}")
+    return ", ".join(words)
+
+
+def met(metric: Metric, cell: Cell) -> str:
+    """Whether procpool's cell meets the metric's target: yes, no, or - without a figure."""
+    if cell.median is None or cell.ratio is None:
+        return "-"
+    ok = cell.ratio >= metric.target_ratio
+    if metric.target_value is not None:
+        gap = cell.median - metric.target_value
+        ok = ok and (gap >= 0 if metric.higher_is_better else gap <= 0)
+    return "yes" if ok else "**no**"
+
+
+def target_rows(results: Results, library: str = "procpool") -> list[list[str]]:
+    """procpool's figures against issue 6's targets: the header, then a row per metric."""
+    if library not in results.libraries:
+        return []
+    cells = results.cells()
+    rows = [["workload", "target", LIBRARIES[library].title, "met"]]
+    for metric in results.metrics():
+        cell = cells[metric.key][library]
+        figure = cell_text(library, cell)
+        rows.append([results.label(metric), target_text(metric), figure, met(metric, cell)])
+    return rows
+
+
 def render_text(rows: Sequence[Sequence[str]]) -> str:
     """A plain table for the terminal: the label column wraps nothing, the rest align right."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

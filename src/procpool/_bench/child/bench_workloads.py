@@ -112,6 +112,10 @@ class Metric:
     unit: str
     higher_is_better: bool
     floor: float = 0.0
+    # Issue 6's targets for procpool: at least this ratio to the standard library (1.0: the
+    # promise to be faster on every workload) and, where it names one, a bound on the value.
+    target_ratio: float = 1.0
+    target_value: float | None = None
 
 
 @dataclass
@@ -385,6 +389,7 @@ WORKLOADS: dict[str, Workload] = {
                     "map(square, range({map_items:,})), default chunking",
                     "M tasks/s",
                     True,
+                    target_ratio=1.5,
                 ),
             ),
             map_tiny,
@@ -397,6 +402,8 @@ WORKLOADS: dict[str, Workload] = {
                     "imap(square, range({imap_items:,}), chunksize=1)",
                     "µs a task",
                     False,
+                    target_ratio=3.0,
+                    target_value=5.0,
                 ),
             ),
             imap_chunk1,
@@ -410,6 +417,7 @@ WORKLOADS: dict[str, Workload] = {
                     "apply_async(square, (i,)).get() one after another, {apply_calls:,} calls",
                     "µs a call",
                     False,
+                    target_ratio=2.0,
                 ),
             ),
             apply_serial,
@@ -423,6 +431,7 @@ WORKLOADS: dict[str, Workload] = {
                     "{even_tasks} CPU tasks of {even_ms:g} ms: parallel efficiency",
                     "ideal/measured",
                     True,
+                    target_value=0.97,
                 ),
             ),
             even_tasks,
@@ -436,6 +445,7 @@ WORKLOADS: dict[str, Workload] = {
                     "{skewed_long} of them 100x longer: efficiency",
                     "ideal/measured",
                     True,
+                    target_value=0.95,
                 ),
             ),
             skewed_tasks,
@@ -486,6 +496,7 @@ WORKLOADS: dict[str, Workload] = {
                     "{array_tasks} tasks each given a {array_mb} MB numpy array",
                     "GB/s",
                     True,
+                    target_ratio=5.0,
                 ),
             ),
             array_args,
@@ -500,6 +511,7 @@ WORKLOADS: dict[str, Workload] = {
                     "{array_tasks} tasks each returning a {array_mb} MB numpy array",
                     "GB/s",
                     True,
+                    target_ratio=5.0,
                 ),
             ),
             array_results,
