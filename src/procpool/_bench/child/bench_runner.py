@@ -20,7 +20,7 @@ def warm_up(ctx: Context, workload: Workload) -> None:
     """Start the pool and run a few short tasks, so every worker has started before timing."""
     assert workload.warm_up is not None
     ctx.pool = ctx.new_pool()
-    ctx.pool.map(workload.warm_up, [0.02] * (2 * ctx.processes), chunksize=1)
+    ctx.pool.map(workload.warm_up, [0.01] * (2 * ctx.processes), chunksize=1)
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
