@@ -106,7 +106,9 @@ def page(results: Results, plotted: bool) -> str:
         'method. "n/a": the library has no such call; "-": not measured. The last column is '
         "the machine's own limit, measured by the suite before the samples: one core calling "
         "the task with no pool, a pipe round trip between two processes, one memory copy, a "
-        "fork and wait.",
+        "fork and wait. Other programs may share the machine: the last section says how much "
+        "CPU they took during the samples. Compare ratios within one run rather than figures "
+        "across runs.",
         "",
         "## Machine",
         "",
