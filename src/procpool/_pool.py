@@ -24,7 +24,8 @@ from ._policy import Lifecycle
 from ._protocol import Mode
 from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult, _LazyIterator
 from ._scheduler import ProcessBackend
-from ._serialize import dumps, dumps_callable
+from ._serialize import dumps, dumps_arguments, dumps_callable
+from ._shm import SegmentPool
 
 __all__ = ["Pool"]
 
@@ -95,8 +96,15 @@ class Pool:
         # The arguments travel with the worker's start (a fork inherits them), as in the
         # standard library, so they may hold queues, locks and shared values.
         init = None if initializer is None else (dumps_callable(initializer), tuple(initargs))
+        # Large buffers of the arguments are copied into these shared-memory segments.
+        self._segments = SegmentPool()
         self._backend: Backend = ProcessBackend(
-            self._ctx, processes, maxtasksperchild, init, max_memory_per_child
+            self._ctx,
+            processes,
+            maxtasksperchild,
+            init,
+            max_memory_per_child,
+            segments=self._segments,
         )
         self._control = _Control(self._backend)
         self._state = Lifecycle.RUN
@@ -291,10 +299,11 @@ class Pool:
         label = repr(getattr(func, "__qualname__", None) or type(func).__qualname__)
 
         def task(mode: Mode, arguments: Any, sink: Any, index: int) -> PreparedTask:
+            data, segments = dumps_arguments(arguments, self._segments)
             return PreparedTask(
                 mode,
                 function,
-                dumps(arguments),
+                data,
                 sink,
                 index,
                 label,
@@ -302,6 +311,7 @@ class Pool:
                 options.retries,
                 retry_on,
                 options.return_exceptions,
+                segments,
             )
 
         return task

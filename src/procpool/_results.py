@@ -8,7 +8,6 @@ user ``__setstate__`` code never runs on the scheduler thread and a large result
 
 from __future__ import annotations
 
-import pickle
 import threading
 import time
 from collections import deque
@@ -16,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from multiprocessing import TimeoutError
 from typing import Any, Generic, Protocol, TypeVar
 
+from . import _shm
 from ._callbacks import CallbackRunner
 from ._errors import (
     BrokenPoolError,
@@ -52,14 +52,19 @@ class Control(Protocol):
 
 
 def _decoder(
-    status: Status, payload: memoryview, attempts: Sequence[str] = (), in_place: bool = False
+    status: Status,
+    payload: memoryview,
+    attempts: Sequence[str] = (),
+    in_place: bool = False,
+    lent: _shm.Lent | None = None,
 ) -> _Decoder:
-    """Unpickles an outcome when called. ``in_place``: a result list may hold RaisedItems."""
+    """Unpickles an outcome when called. ``in_place``: a result list may hold RaisedItems.
+    ``lent``: the result's large buffers, in shared memory."""
 
     def decode() -> tuple[bool, Any]:
         if status is Status.OK:
             try:
-                value = pickle.loads(payload)
+                value = _shm.loads(payload, lent)
             except Exception as exc:
                 undecodable = TaskDecodeError(f"the task's result could not be unpickled: {exc!r}")
                 undecodable.__cause__ = exc
@@ -112,9 +117,14 @@ def _items_failed(decode: _Decoder, size: int) -> _Decoder:
 
 
 def _chunk_outcome(
-    status: Status, payload: memoryview, attempts: Sequence[str], in_place: bool, size: int
+    status: Status,
+    payload: memoryview,
+    attempts: Sequence[str],
+    in_place: bool,
+    size: int,
+    lent: _shm.Lent | None,
 ) -> _Decoder:
-    decode = _decoder(status, payload, attempts, in_place)
+    decode = _decoder(status, payload, attempts, in_place, lent)
     return _items_failed(decode, size) if in_place else decode
 
 
@@ -195,9 +205,14 @@ class ApplyResult(Generic[T]):
     # -- the sink side ------------------------------------------------------------------------
 
     def _deliver(
-        self, index: int, status: Status, payload: memoryview, attempts: Sequence[str] = ()
+        self,
+        index: int,
+        status: Status,
+        payload: memoryview,
+        attempts: Sequence[str] = (),
+        lent: _shm.Lent | None = None,
     ) -> None:
-        self._complete(_decoder(status, payload, attempts))
+        self._complete(_decoder(status, payload, attempts, lent=lent))
 
     def _fail(self, index: int, exc: BaseException) -> None:
         self._complete(_failure(exc))
@@ -267,9 +282,15 @@ class MapResult(ApplyResult[list[T]]):
             self._complete(lambda: (True, []))
 
     def _deliver(
-        self, index: int, status: Status, payload: memoryview, attempts: Sequence[str] = ()
+        self,
+        index: int,
+        status: Status,
+        payload: memoryview,
+        attempts: Sequence[str] = (),
+        lent: _shm.Lent | None = None,
     ) -> None:
-        outcome = _chunk_outcome(status, payload, attempts, self._in_place, self._sizes[index])
+        size = self._sizes[index]
+        outcome = _chunk_outcome(status, payload, attempts, self._in_place, size, lent)
         if status is Status.OK or self._in_place:
             self._store(index, outcome)
         else:
@@ -401,11 +422,17 @@ class _LazyIterator(Generic[T]):
     # -- the sink side ------------------------------------------------------------------------
 
     def _deliver(
-        self, index: int, status: Status, payload: memoryview, attempts: Sequence[str] = ()
+        self,
+        index: int,
+        status: Status,
+        payload: memoryview,
+        attempts: Sequence[str] = (),
+        lent: _shm.Lent | None = None,
     ) -> None:
         with self._cond:
             size = self._sizes.pop(index, 1)
-            self._arrive(index, _chunk_outcome(status, payload, attempts, self._in_place, size))
+            outcome = _chunk_outcome(status, payload, attempts, self._in_place, size, lent)
+            self._arrive(index, outcome)
             self._cond.notify_all()
 
     def _fail(self, index: int, exc: BaseException) -> None:

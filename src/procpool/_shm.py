@@ -1,0 +1,291 @@
+"""Large buffers in shared memory: pickle protocol 5's out-of-band buffers, without copies.
+
+When a task's arguments or result hold a large buffer (a numpy array, bytes, a bytearray, a
+memoryview), pickle hands it to us instead of copying it into the pickle; we copy it once into a
+shared-memory segment and send the segment's descriptor beside the frame. The receiver maps the
+segment and unpickles straight from it: the array it gets lives in the shared pages.
+
+Segments are anonymous (``memfd_create``): they have no name in ``/dev/shm`` and the kernel frees
+them when the last descriptor and mapping are gone, so a process killed at any moment of a
+transfer leaks nothing and no resource tracker is involved.
+
+Segments are reused, because writing into fresh pages costs a page fault per 4 KiB, several
+times the copy itself. Each side keeps the segments it sent; the receiver keeps its mapping of
+each and says when nothing of its side refers to one any more (no object holds a buffer from it),
+and the sender then writes the next buffer into the same, already mapped pages. A segment the
+receiver cannot let go of (the user kept the array) is never written again.
+
+This module is imported by workers: it uses the standard library only.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+__all__ = [
+    "OOB_THRESHOLD",
+    "Lent",
+    "Segment",
+    "SegmentMaps",
+    "SegmentPool",
+    "SegmentRef",
+    "dumps",
+    "loads",
+]
+
+# Buffers at least this large travel out of band; smaller ones are cheaper copied in the pickle.
+OOB_THRESHOLD = 128 * 1024 if hasattr(os, "memfd_create") else sys.maxsize
+# Segment sizes are rounded up to this, so that a segment fits the next buffer of about the same
+# size.
+_GRANULE = 1 << 20
+# Free segments a sender keeps for reuse, in bytes; beyond it a returned segment is closed.
+_KEEP_FREE = 1 << 30
+# A free segment is reused for a buffer of at least this fraction of its size.
+_MIN_FILL = 0.5
+_PROTOCOL = 5
+
+
+class SegmentRef(NamedTuple):
+    """How a segment is named on the wire: its sender's id for it and the bytes used."""
+
+    sid: int
+    length: int
+    has_fd: bool  # its descriptor travels with this frame (the receiver has not mapped it)
+
+
+class Segment:
+    """A shared-memory segment the sender owns: its descriptor and its writable mapping."""
+
+    __slots__ = ("capacity", "fd", "length", "mapped_by", "mm", "sid")
+
+    def __init__(self, sid: int, capacity: int) -> None:
+        self.sid = sid
+        self.capacity = capacity
+        self.length = 0
+        self.fd = os.memfd_create(f"procpool-{sid}", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, capacity)
+            # MAP_POPULATE: the kernel allocates every page at once instead of one fault each.
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            self.mm = mmap.mmap(self.fd, capacity, flags=flags)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.mapped_by: set[int] = set()  # receivers (worker ids) that keep a mapping of it
+
+    def write(self, buffer: memoryview) -> None:
+        self.length = buffer.nbytes
+        self.mm[: self.length] = buffer
+
+    def close(self) -> None:
+        self.mm.close()
+        os.close(self.fd)
+
+
+class SegmentPool:
+    """The segments one process sends: allocated, lent to a receiver, given back, reused.
+
+    Thread-safe: the parent allocates in callers' threads and frees on the scheduler thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0
+        self._free: list[Segment] = []
+        self._free_bytes = 0
+        self._lent: dict[int, Segment] = {}
+
+    def take(self, buffer: memoryview) -> Segment:
+        """A segment holding a copy of ``buffer``, lent until :meth:`give_back`."""
+        size = buffer.nbytes
+        segment = self._reuse(size)
+        if segment is None:
+            with self._lock:
+                sid = self._next
+                self._next += 1
+            segment = Segment(sid, max(_GRANULE, -(-size // _GRANULE) * _GRANULE))
+        segment.write(buffer)
+        with self._lock:
+            self._lent[segment.sid] = segment
+        return segment
+
+    def _reuse(self, size: int) -> Segment | None:
+        with self._lock:
+            fits = [s for s in self._free if size <= s.capacity and size >= s.capacity * _MIN_FILL]
+            if not fits:
+                return None
+            segment = min(fits, key=lambda s: s.capacity)
+            self._free.remove(segment)
+            self._free_bytes -= segment.capacity
+            return segment
+
+    def lent(self, sid: int) -> Segment | None:
+        with self._lock:
+            return self._lent.get(sid)
+
+    def give_back(self, sids: Iterable[int], reusable: bool) -> list[Segment]:
+        """The receiver is done with these segments. ``reusable``: it dropped every reference
+        to them (else they are closed). Returns the segments closed, whose receivers' mappings
+        are stale."""
+        closed: list[Segment] = []
+        with self._lock:
+            for sid in sids:
+                segment = self._lent.pop(sid, None)
+                if segment is None:
+                    continue
+                if reusable and self._free_bytes + segment.capacity <= _KEEP_FREE:
+                    self._free.append(segment)
+                    self._free_bytes += segment.capacity
+                else:
+                    closed.append(segment)
+        for segment in closed:
+            segment.close()
+        return closed
+
+    def trim_lent(self, keep: int) -> list[Segment]:
+        """Close the oldest lent segments beyond ``keep``: their receiver holds them for good,
+        it seems, and each costs this process a descriptor. Returns the segments closed."""
+        with self._lock:
+            excess = len(self._lent) - keep
+            closed = [self._lent.pop(sid) for sid in list(self._lent)[: max(0, excess)]]
+        for segment in closed:
+            segment.close()
+        return closed
+
+    def forget_receiver(self, receiver: int) -> None:
+        """A receiver died: its mappings are gone."""
+        with self._lock:
+            for segment in [*self._free, *self._lent.values()]:
+                segment.mapped_by.discard(receiver)
+
+    def close(self) -> None:
+        with self._lock:
+            segments = [*self._free, *self._lent.values()]
+            self._free.clear()
+            self._lent.clear()
+            self._free_bytes = 0
+        for segment in segments:
+            segment.close()
+
+
+def dumps(
+    obj: Any,
+    pool: SegmentPool | None,
+    pickler: Callable[..., bytes] = pickle.dumps,
+) -> tuple[bytes, list[Segment]]:
+    """Pickle ``obj`` with its large buffers in segments of ``pool`` (in band if None)."""
+    if pool is None or not hasattr(os, "memfd_create"):
+        return pickler(obj, protocol=_PROTOCOL), []
+    segments: list[Segment] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buffer.raw()
+        except BufferError:
+            return True  # not contiguous: pickle copies it in band
+        if raw.nbytes < OOB_THRESHOLD:
+            return True
+        segments.append(pool.take(raw))
+        return False
+
+    try:
+        data = pickler(obj, protocol=_PROTOCOL, buffer_callback=out_of_band)
+    except BaseException:
+        pool.give_back((s.sid for s in segments), reusable=True)
+        raise
+    return data, segments
+
+
+class Lent:
+    """Views of received segments handed to unpickling, watched until nothing refers to them."""
+
+    __slots__ = ("decoded", "sids", "views")
+
+    def __init__(self, sids: list[int], views: list[memoryview]) -> None:
+        self.sids = sids
+        self.views = views
+        self.decoded = False  # unpickled from: until then, nothing refers to the views yet
+
+    def try_release(self) -> bool:
+        """Release the views if nothing but this object refers to them; True once released."""
+        if not self.decoded:
+            return False
+        for view in self.views:
+            # References: self.views, the loop variable and getrefcount's argument. One more
+            # is an object holding the view itself (pickle hands the view to reducers as is).
+            if sys.getrefcount(view) > 3:
+                return False
+        try:
+            for view in self.views:
+                view.release()  # refused while an object holds a buffer exported from it
+        except BufferError:
+            return False
+        self.views = []
+        return True
+
+
+class SegmentMaps:
+    """The receiving side: a mapping of each segment a sender lent, kept for its reuses.
+
+    Thread-safe: the parent maps results in consumers' threads and checks releases on the
+    scheduler thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._maps: dict[int, mmap.mmap] = {}
+
+    def views(self, refs: Iterable[SegmentRef], fds: list[int]) -> Lent:
+        """Map the segments (``fds`` for those sent with a descriptor) and view their bytes."""
+        fds = list(fds)
+        sids: list[int] = []
+        views: list[memoryview] = []
+        with self._lock:
+            for ref in refs:
+                if ref.has_fd:
+                    fd = fds.pop(0)
+                    try:
+                        stale = self._maps.pop(ref.sid, None)
+                        if stale is not None:
+                            _close_map(stale)
+                        size = os.fstat(fd).st_size
+                        self._maps[ref.sid] = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+                    finally:
+                        os.close(fd)
+                views.append(memoryview(self._maps[ref.sid])[: ref.length])
+                sids.append(ref.sid)
+        return Lent(sids, views)
+
+    def forget(self, sids: Iterable[int]) -> None:
+        """The sender closed these segments, or a view of them was kept: drop our mappings."""
+        with self._lock:
+            for sid in sids:
+                stale = self._maps.pop(sid, None)
+                if stale is not None:
+                    _close_map(stale)
+
+    def close(self) -> None:
+        self.forget(list(self._maps))
+
+
+def _close_map(mm: mmap.mmap) -> None:
+    try:
+        mm.close()
+    except BufferError:
+        pass  # a view of it is still alive: the mapping goes when that view does
+
+
+def loads(data: bytes | memoryview, lent: Lent | None) -> Any:
+    """Unpickle what :func:`dumps` made, its buffers read from the received segments."""
+    if lent is None:
+        return pickle.loads(data)
+    try:
+        return pickle.loads(data, buffers=lent.views)
+    finally:
+        lent.decoded = True
