@@ -61,8 +61,9 @@ class Channel:
         self._fds: deque[int] = deque()
         # A large frame being read into its own buffer: (kind, descriptors wanted, body, filled).
         self._large: tuple[int, int, bytearray, int] | None = None
-        # Writing: pieces not yet sent, each with the descriptors to send with its first byte.
-        self._out: deque[tuple[memoryview, list[int]]] = deque()
+        # Writing: pieces not yet sent, each with the descriptors to send with its first byte and,
+        # on a frame's last piece, the frame's tag.
+        self._out: deque[tuple[memoryview, list[int], object]] = deque()
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -71,7 +72,7 @@ class Channel:
         """Close the socket and every descriptor received but not handed out."""
         while self._fds:
             _close(self._fds.popleft())
-        for _, fds in self._out:
+        for _, fds, _tag in self._out:
             for fd in fds:
                 _close(fd)
         self._out.clear()
@@ -80,22 +81,33 @@ class Channel:
     # -- writing ------------------------------------------------------------------------------
 
     def queue(
-        self, kind: int, parts: Sequence[bytes | memoryview] = (), fds: Sequence[int] = ()
+        self,
+        kind: int,
+        parts: Sequence[bytes | memoryview] = (),
+        fds: Sequence[int] = (),
+        tag: object = None,
     ) -> None:
         """Add a frame whose body is ``parts`` (joined) to the outgoing queue. The descriptors
-        are duplicated here, so the caller keeps its own; the copies are closed once sent."""
+        are duplicated here, so the caller keeps its own; the copies are closed once sent.
+        ``tag``: named by :meth:`unsent` while the frame is not wholly sent."""
         if len(fds) > _MAX_FDS:
             raise ValueError(f"a frame can carry at most {_MAX_FDS} descriptors")
         sizes = [memoryview(part).nbytes for part in parts]
         header = _HEADER.pack(sum(sizes), kind, len(fds))
         copies = [os.dup(fd) for fd in fds]
         if sum(sizes) < _JOIN_BELOW:
-            self._out.append((memoryview(b"".join([header, *parts])), copies))
+            self._out.append((memoryview(b"".join([header, *parts])), copies, tag))
             return
-        self._out.append((memoryview(header), copies))
-        for part, size in zip(parts, sizes, strict=True):
-            if size:
-                self._out.append((memoryview(part).cast("B"), []))
+        pieces = [
+            memoryview(part).cast("B") for part, size in zip(parts, sizes, strict=True) if size
+        ]
+        self._out.append((memoryview(header), copies, None))
+        for i, piece in enumerate(pieces):
+            self._out.append((piece, [], tag if i == len(pieces) - 1 else None))
+
+    def unsent(self) -> list[object]:
+        """The tags of the queued frames not wholly sent (the other end never got them)."""
+        return [tag for _, _, tag in self._out if tag is not None]
 
     @property
     def pending(self) -> bool:
@@ -110,7 +122,7 @@ class Channel:
         while self._out:
             pieces: list[memoryview] = []
             fds: list[int] = []
-            for piece, piece_fds in self._out:
+            for piece, piece_fds, _tag in self._out:
                 if len(pieces) == _MAX_PIECES or len(fds) + len(piece_fds) > _MAX_FDS:
                     break
                 pieces.append(piece)
@@ -129,16 +141,16 @@ class Channel:
     def _consume(self, sent: int, count: int) -> None:
         """Drop what one sendmsg call took; its descriptors all went with its first byte."""
         for i in range(count):
-            piece, fds = self._out[i]
+            piece, fds, tag = self._out[i]
             if fds:
-                self._out[i] = (piece, [])
+                self._out[i] = (piece, [], tag)
         while sent:
-            piece, _ = self._out[0]
+            piece, _, tag = self._out[0]
             if sent >= len(piece):
                 sent -= len(piece)
                 self._out.popleft()
             else:
-                self._out[0] = (piece[sent:], [])
+                self._out[0] = (piece[sent:], [], tag)
                 sent = 0
 
     def send(

@@ -576,11 +576,13 @@ class Policy:
         first = self._pending.popleft()
         worker.take(first)
         sent = [first.task_id]
-        if first.timeout is None:
+        if first.timeout is None and first.prefetch:
             while len(sent) < limit and self._pending:
                 task = self._pending[0]
-                if task.timeout is not None or (
-                    worker.held_bytes + task.size > MAX_IN_FLIGHT_BYTES
+                if (
+                    task.timeout is not None
+                    or not task.prefetch
+                    or worker.held_bytes + task.size > MAX_IN_FLIGHT_BYTES
                 ):
                     break
                 worker.take(self._pending.popleft())

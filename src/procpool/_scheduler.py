@@ -475,7 +475,7 @@ class ProcessBackend:
                     self._refs(task.segments, handle.wid, fds),
                 )
             )
-        self._queue_frame(handle, TASKS, pack_tasks(batch), fds)
+        self._queue_frame(handle, TASKS, pack_tasks(batch), fds, action.task_ids)
 
     @staticmethod
     def _refs(segments: list[Segment], wid: int, fds: list[int]) -> tuple[SegmentRef, ...]:
@@ -490,23 +490,35 @@ class ProcessBackend:
         return tuple(refs)
 
     def _queue_frame(
-        self, handle: _WorkerHandle, kind: int, body: bytes = b"", fds: list[int] | None = None
+        self,
+        handle: _WorkerHandle,
+        kind: int,
+        body: bytes = b"",
+        fds: list[int] | None = None,
+        task_ids: tuple[int, ...] | None = None,
     ) -> None:
         """Queue a frame for the worker and send what the socket takes now; the rest goes when
-        the socket is writable again, so a worker that does not read never blocks this thread."""
+        the socket is writable again, so a worker that does not read never blocks this thread.
+        ``task_ids``: the tasks the frame carries, queued again should it never be sent."""
         if not handle.watched:
+            if task_ids:
+                self._execute(self._policy.send_failed(handle.wid, task_ids))
             return  # the channel is closed: the worker's exit is on its way
-        handle.channel.queue(kind, [body], fds or ())
+        handle.channel.queue(kind, [body], fds or (), task_ids)
         self._flush(handle)
 
     def _flush(self, handle: _WorkerHandle) -> None:
         try:
             done = handle.channel.flush()
         except OSError:
-            # The worker's end is closed: it is dead or dying. Its exit fails or requeues the
-            # tasks it held.
+            # The worker's end is closed: it is dead or dying, and never got the frames not
+            # wholly sent: their tasks are queued again, not failed as if they had run there.
+            # Its exit fails the task it was running, if any.
             self._unwatch_channel(handle)
             self._kill(handle)
+            unsent = tuple(i for ids in handle.channel.unsent() for i in ids)  # type: ignore[attr-defined]
+            if unsent:
+                self._execute(self._policy.send_failed(handle.wid, unsent))
             return
         if done == handle.writing:
             handle.writing = not done
