@@ -6,7 +6,6 @@ import pytest
 
 from _clock import FakeClock
 from procpool._policy import (
-    MAX_BATCH,
     MAX_STARTUP_FAILURES,
     Fail,
     FailReason,
@@ -28,7 +27,7 @@ def make(
     processes: int = 2, maxtasks: int | None = None, clock: FakeClock | None = None
 ) -> tuple[Policy, FakeClock]:
     clock = clock or FakeClock()
-    policy = Policy(processes, maxtasks, clock=clock)
+    policy = Policy(processes, maxtasks, clock=clock, ahead_seconds=0.0)
     return policy, clock
 
 

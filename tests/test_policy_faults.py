@@ -11,11 +11,13 @@ import pytest
 
 from _clock import FakeClock
 from procpool._policy import (
+    AHEAD_SECONDS,
     Fail,
     FailReason,
     Kill,
     Lifecycle,
     Policy,
+    Recall,
     Retry,
     Send,
     Spawn,
@@ -27,15 +29,14 @@ from procpool._policy import (
 def started(
     processes: int = 1,
     *,
-    prefetch: int = 0,
+    ahead: float = 0.0,
     max_memory: int | None = None,
     maxtasks: int | None = None,
 ) -> tuple[Policy, FakeClock]:
-    """A policy whose initial workers have all reported ready (with nothing to do)."""
+    """A policy whose initial workers have all reported ready (with nothing to do).
+    ``ahead``: flow control's queued work per worker (0: one task at a time)."""
     clock = FakeClock()
-    policy = Policy(
-        processes, maxtasks, clock=clock, prefetch_bytes=prefetch, max_memory=max_memory
-    )
+    policy = Policy(processes, maxtasks, clock=clock, ahead_seconds=ahead, max_memory=max_memory)
     for action in policy.start():
         assert policy.worker_ready(action.wid) == []
     return policy, clock
@@ -586,6 +587,7 @@ def test_send_failed_once_broken_fails_the_batch() -> None:
 class SimWorker:
     state: str = "starting"  # starting, up, stopping (told to stop), killed
     queue: list[int] = field(default_factory=list)  # sent and not yet reported, in run order
+    recalls: list[tuple[int, ...]] = field(default_factory=list)  # asked back, not answered
     over_cap: bool = False  # it reported more memory than the cap: it must get nothing more
 
 
@@ -604,7 +606,7 @@ class World:
             rng.randint(1, 3),
             rng.choice([None, None, 3]),
             clock=self.clock,
-            prefetch_bytes=rng.choice([0, 100]),
+            ahead_seconds=rng.choice([0.0, AHEAD_SECONDS]),
             max_memory=rng.choice([None, 1000]),
         )
         self.workers: dict[int, SimWorker] = {}
@@ -635,6 +637,13 @@ class World:
                 worker.state = "stopping"
             elif isinstance(action, Kill):
                 self.workers[action.wid].state = "killed"
+            elif isinstance(action, Recall):
+                worker = self.workers[action.wid]
+                assert worker.state in ("up", "killed"), self.trace(f"Recall to {worker.state}")
+                assert set(action.task_ids) <= set(worker.queue[1:]), self.trace(
+                    "Recall of a task the worker does not hold queued"
+                )
+                worker.recalls.append(action.task_ids)
             elif isinstance(action, Fail):
                 for tid in action.task_ids:
                     assert tid in self.tasks, self.trace(f"Fail of unknown task {tid}")
@@ -713,8 +722,14 @@ class World:
         tid = self.workers[wid].queue.pop(0)
         in_flight = tid in self.policy.in_flight(wid)
         resident = self.rng.choice([0, 0, 500, 1500])
-        self.log.append(f"task_done({wid}, {tid}, retryable={retryable}, resident={resident})")
-        actions = self.policy.task_done(wid, tid, retryable=retryable, resident=resident)
+        elapsed = self.rng.choice([None, 1e-5, 1e-3, 0.05])
+        self.log.append(
+            f"task_done({wid}, {tid}, retryable={retryable}, resident={resident}, "
+            f"elapsed={elapsed})"
+        )
+        actions = self.policy.task_done(
+            wid, tid, retryable=retryable, resident=resident, elapsed=elapsed
+        )
         cap = self.policy.max_memory
         if in_flight and cap is not None and resident > cap:
             self.workers[wid].over_cap = True
@@ -728,6 +743,14 @@ class World:
                 if retryable:
                     self.check_out_of_attempts(tid)
         self.apply(actions)
+
+    def answer_recall(self, wid: int) -> None:
+        """The worker gives back the recalled tasks it has not started (all but its first)."""
+        worker = self.workers[wid]
+        asked = worker.recalls.pop(0)
+        returned = [t for t in worker.queue[1:] if t in asked]
+        worker.queue = [t for t in worker.queue if t not in returned]
+        self.call("tasks_recalled", wid, returned)
 
     def exit(self, wid: int) -> None:
         del self.workers[wid]
@@ -753,6 +776,7 @@ class World:
             by_state.setdefault(worker.state, []).append(wid)
         busy = [wid for wid in by_state.get("up", []) if self.workers[wid].queue]
         late = [wid for wid in by_state.get("killed", []) if self.workers[wid].queue]
+        recalled = [wid for wid in by_state.get("up", []) if self.workers[wid].recalls]
         leaving = by_state.get("stopping", []) + by_state.get("killed", [])
         live = [tid for tid in self.tasks if tid not in self.ended]
         roll = rng.random()
@@ -761,8 +785,10 @@ class World:
                 self.submit()  # once broken, the policy fails what comes
         elif roll < 0.30 and by_state.get("starting"):
             self.ready(rng.choice(by_state["starting"]))
-        elif roll < 0.60 and busy:
+        elif roll < 0.55 and busy:
             self.report(rng.choice(busy), retryable=rng.random() < 0.3)
+        elif roll < 0.60 and recalled:
+            self.answer_recall(rng.choice(recalled))
         elif roll < 0.63 and late:
             self.report(rng.choice(late), retryable=rng.random() < 0.3)
         elif roll < 0.75 and leaving:
@@ -824,8 +850,11 @@ class World:
             starting = [w for w, s in self.workers.items() if s.state == "starting"]
             busy = [w for w, s in self.workers.items() if s.state == "up" and s.queue]
             leaving = [w for w, s in self.workers.items() if s.state in ("stopping", "killed")]
+            recalled = [w for w, s in self.workers.items() if s.state == "up" and s.recalls]
             if starting:
                 self.ready(starting[0])
+            elif recalled:
+                self.answer_recall(recalled[0])
             elif busy:
                 self.report(self.rng.choice(busy), retryable=self.rng.random() < 0.2)
             elif leaving:

@@ -59,6 +59,7 @@ class Channel:
         self._start = 0
         self._end = 0
         self._fds: deque[int] = deque()
+        self._flags = 0  # recvmsg flags of the receive() under way
         # A large frame being read into its own buffer: (kind, descriptors wanted, body, filled).
         self._large: tuple[int, int, bytearray, int] | None = None
         # Writing: pieces not yet sent, each with the descriptors to send with its first byte and,
@@ -162,11 +163,13 @@ class Channel:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def receive(self) -> list[Frame]:
-        """The frames that have arrived: at least one when blocking, maybe none otherwise.
+    def receive(self, wait: bool = True) -> list[Frame]:
+        """The frames that have arrived: at least one when blocking and ``wait``, maybe none
+        otherwise.
 
         Raises EOFError when the other end has closed (after every whole frame was returned).
         """
+        self._flags = 0 if wait or not self._blocking else socket.MSG_DONTWAIT
         frames: list[Frame] = []
         while True:
             if self._large is None:
@@ -198,7 +201,7 @@ class Channel:
         return self._recv(memoryview(self._buffer)[self._end :], advance=True)
 
     def _recv(self, into: memoryview, advance: bool = False) -> int:
-        got, ancillary, flags, _ = self.sock.recvmsg_into([into], _ANCILLARY_SPACE)
+        got, ancillary, flags, _ = self.sock.recvmsg_into([into], _ANCILLARY_SPACE, self._flags)
         for level, kind, data in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")

@@ -524,8 +524,15 @@ class Policy:
             for worker in self._workers.values():
                 if self._pending and worker.phase is _Phase.IDLE:
                     actions.append(self._send(worker, self._room(worker, takers)))
+            limit = self._in_flight_limit()
             for worker in self._workers.values():
-                if self._pending and self._may_queue_behind(worker):
+                # Topped up once its queue is down to half the limit, so that each frame
+                # carries many tasks rather than one per task finished.
+                if (
+                    self._pending
+                    and len(worker.tasks) <= limit // 2
+                    and self._may_queue_behind(worker)
+                ):
                     room = self._room(worker, takers)
                     if room > 0:
                         actions.append(self._send(worker, room))

@@ -33,8 +33,8 @@ R = TypeVar("R")
 _Lazy = TypeVar("_Lazy", bound=_LazyIterator[Any])
 
 # How many chunks an imap may run ahead of its consumer, per worker (and at least).
-_WINDOW_PER_WORKER = 8
-_MIN_WINDOW = 32
+_WINDOW_PER_WORKER = 64
+_MIN_WINDOW = 128
 
 
 class Pool:

@@ -96,6 +96,9 @@ __all__ = ["ProcessBackend"]
 # epoll waits at most 2**31 ms: a farther deadline is waited for in steps of a day.
 _LONGEST_WAIT = 86400.0
 
+# Frames that travel on a worker's control channel.
+_CONTROL = frozenset((RECALL, RELEASE, FORGET))
+
 # How long the interpreter's exit waits for a pool it has to terminate.
 _EXIT_GRACE = 10.0
 
@@ -104,8 +107,10 @@ _EXIT_GRACE = 10.0
 class _WorkerHandle:
     wid: int
     process: BaseProcess
-    channel: Channel
+    channel: Channel  # data: TASKS and STOP out; everything the worker says in
+    control: Channel  # RECALL, RELEASE and FORGET out, read by the worker's control thread
     watched: bool = False
+    control_writing: bool = False  # the selector waits for the control socket to take bytes
     writing: bool = False  # the selector also waits for the channel to take queued bytes
     exitcode: int | None = None
     resident: int = 0  # bytes of memory it last reported (0: never measured)
@@ -292,6 +297,9 @@ class ProcessBackend:
         if kind == "exit":
             self._reap(handle)
             return
+        if kind == "control":
+            self._flush_control(handle)
+            return
         if events & selectors.EVENT_WRITE:
             self._flush(handle)
         if events & selectors.EVENT_READ and handle.watched:
@@ -429,7 +437,11 @@ class ProcessBackend:
         self._procs = [h.process for h in self._workers.values()]
 
     def _close_handle(self, handle: _WorkerHandle) -> None:
+        if handle.control_writing:
+            self._selector.unregister(handle.control)
+            handle.control_writing = False
         handle.channel.close()
+        handle.control.close()
         handle.maps.close()  # mappings still viewed by results live on with those views
         self._segments.forget_receiver(handle.wid)
 
@@ -504,8 +516,26 @@ class ProcessBackend:
             if task_ids:
                 self._execute(self._policy.send_failed(handle.wid, task_ids))
             return  # the channel is closed: the worker's exit is on its way
+        if kind in _CONTROL:
+            handle.control.queue(kind, [body])
+            self._flush_control(handle)
+            return
         handle.channel.queue(kind, [body], fds or (), task_ids)
         self._flush(handle)
+
+    def _flush_control(self, handle: _WorkerHandle) -> None:
+        """Send queued control frames; wait for the socket to be writable if it is full."""
+        try:
+            done = handle.control.flush()
+        except OSError:
+            done = True  # the worker is gone: its data channel says so too
+        if done != handle.control_writing:
+            return
+        handle.control_writing = not done
+        if handle.control_writing:
+            self._selector.register(handle.control, selectors.EVENT_WRITE, ("control", handle))
+        else:
+            self._selector.unregister(handle.control)
 
     def _flush(self, handle: _WorkerHandle) -> None:
         try:
@@ -539,6 +569,7 @@ class ProcessBackend:
 
     def _spawn(self, wid: int) -> _WorkerHandle:
         parent_end, child_end = socket.socketpair()
+        control_end, child_control = socket.socketpair()
         try:
             inherited: tuple[int, ...] = ()
             if self._forks:
@@ -547,21 +578,34 @@ class ProcessBackend:
                 inherited = (
                     self._lifeline_w.fileno(),
                     parent_end.fileno(),
+                    control_end.fileno(),
                     *(h.channel.fileno() for h in self._workers.values()),
+                    *(h.control.fileno() for h in self._workers.values()),
                 )
             process = self._ctx.Process(
                 target=worker_main,
-                args=(child_end, self._lifeline_r, inherited, self._init, self._measure_every_task),
+                args=(
+                    child_end,
+                    child_control,
+                    self._lifeline_r,
+                    inherited,
+                    self._init,
+                    self._measure_every_task,
+                ),
                 daemon=True,
             )
             process.name = process.name.replace("Process", "PoolWorker")
             process.start()
         except BaseException:
             parent_end.close()
+            control_end.close()
             raise
         finally:
             child_end.close()
-        handle = _WorkerHandle(wid, process, Channel(parent_end, blocking=False))
+            child_control.close()
+        handle = _WorkerHandle(
+            wid, process, Channel(parent_end, blocking=False), Channel(control_end, blocking=False)
+        )
         self._workers[wid] = handle
         self._procs = [h.process for h in self._workers.values()]
         return handle

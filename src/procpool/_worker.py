@@ -1,10 +1,12 @@
 """The loop a worker process runs: take tasks from its queue, run each, report each outcome.
 
-Two threads share the worker's channel. A reader thread receives frames: it queues the tasks,
-maps the shared-memory segments of their arguments, gives back tasks the scheduler recalls (so
-an idle worker can take work queued behind a long task here) and frees result segments the
-parent has let go of. The main thread runs the queued tasks in order and sends one DONE frame
-per task as soon as it ends, so a worker that dies mid-queue has reported all it completed.
+A worker has two channels from the scheduler. The main thread reads tasks from the data channel
+itself whenever its queue is empty (no thread hand-off on the way to a task), runs the queued
+tasks in order and sends one DONE frame per task as soon as it ends, so a worker that dies
+mid-queue has reported all it completed. A control thread blocks on the control channel: it
+gives back the queued tasks the scheduler recalls, even while a long task runs (so an idle
+worker can take work queued behind it here), and frees result segments the parent has let go
+of. Both threads send on the data channel, one frame at a time.
 
 Workers import little (the standard library and procpool's wire modules), so they start fast.
 A worker exits when the scheduler says STOP and its queue is empty, when its channel closes, or
@@ -67,6 +69,7 @@ _MAX_LENT = 64
 
 def worker_main(
     sock: socket.socket,
+    control: socket.socket,
     lifeline: Connection,
     inherited_fds: tuple[int, ...],
     init: tuple[bytes, tuple[Any, ...]] | None,
@@ -90,7 +93,7 @@ def worker_main(
     channel = Channel(sock, blocking=True)
     if init is not None and not _run_initializer(channel, init):
         return
-    _Worker(channel, _Memory(measure_every_task)).serve()
+    _Worker(channel, Channel(control, blocking=True), _Memory(measure_every_task)).serve()
 
 
 def _exit_when_orphaned(lifeline: Connection) -> None:
@@ -114,29 +117,40 @@ def _run_initializer(channel: Channel, init: tuple[bytes, tuple[Any, ...]]) -> b
 class _Worker:
     """The worker's state: its queue of tasks and its shared-memory segments."""
 
-    def __init__(self, channel: Channel, memory: _Memory) -> None:
+    def __init__(self, channel: Channel, control: Channel, memory: _Memory) -> None:
         self._channel = channel
+        self._control = control
         self._memory = memory
         self._send_lock = threading.Lock()
-        self._cond = threading.Condition(threading.Lock())
+        # Held by whichever thread reads the data channel: the main thread, blocked there while
+        # its queue is empty, or the control thread pulling in tasks before a recall.
+        self._read_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the queue and the stopping flag
         self._queue: deque[tuple[WireTask, Lent | BaseException | None]] = deque()
         self._stopping = False  # STOP arrived: run what is queued, then exit
-        self._closed = False  # the channel closed: the scheduler is gone
         self._arguments = SegmentMaps()
         self._results = SegmentPool()
         self._functions = _FunctionCache()
 
     def serve(self) -> None:
         self._send(READY)
-        threading.Thread(target=self._read, name="procpool-reader", daemon=True).start()
+        threading.Thread(target=self._serve_control, name="procpool-control", daemon=True).start()
         while True:
-            with self._cond:
-                while not self._queue and not (self._stopping or self._closed):
-                    self._cond.wait()
-                if self._closed or not self._queue:
+            with self._lock:
+                item = self._queue.popleft() if self._queue else None
+                if item is None and self._stopping:
                     return
-                task, lent = self._queue.popleft()
-            self._run_and_report(task, lent)
+            if item is not None:
+                self._run_and_report(*item)
+                continue
+            with self._read_lock:
+                if self._queue:
+                    continue  # the control thread pulled tasks in meanwhile
+                try:
+                    frames = self._channel.receive()
+                except (EOFError, OSError):
+                    return  # the scheduler has gone: nothing left to do
+                self._on_frames(frames)
 
     def _send(
         self, kind: int, parts: list[bytes | memoryview] | None = None, fds: Any = ()
@@ -144,27 +158,27 @@ class _Worker:
         with self._send_lock:
             self._channel.send(kind, parts or (), fds)
 
-    # -- the reader thread --------------------------------------------------------------------
+    def _on_frames(self, frames: list[Frame]) -> None:
+        """Data-channel frames (read under the read lock): tasks to queue, or STOP."""
+        for frame in frames:
+            if frame.kind == TASKS:
+                self._queue_tasks(unpack_tasks(frame.body), frame.fds)
+            elif frame.kind == STOP:
+                with self._lock:
+                    self._stopping = True
 
-    def _read(self) -> None:
+    # -- the control thread -------------------------------------------------------------------
+
+    def _serve_control(self) -> None:
         try:
             while True:
-                for frame in self._channel.receive():
-                    self._on_frame(frame)
+                for frame in self._control.receive():
+                    self._on_control(frame)
         except (EOFError, OSError):
             pass
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
 
-    def _on_frame(self, frame: Frame) -> None:
-        if frame.kind == TASKS:
-            self._queue_tasks(unpack_tasks(frame.body), frame.fds)
-        elif frame.kind == STOP:
-            with self._cond:
-                self._stopping = True
-                self._cond.notify()
-        elif frame.kind == RECALL:
+    def _on_control(self, frame: Frame) -> None:
+        if frame.kind == RECALL:
             self._give_back(set(unpack_ids(frame.body)))
         elif frame.kind == RELEASE:
             closed = self._results.give_back(unpack_ids(frame.body), reusable=True)
@@ -185,12 +199,21 @@ class _Worker:
                 except Exception as exc:
                     lent = exc  # the task reports it as undecodable
             queued.append((task, lent))
-        with self._cond:
+        with self._lock:
             self._queue.extend(queued)
-            self._cond.notify()
 
     def _give_back(self, ids: set[int]) -> None:
-        with self._cond:
+        """Give back the recalled tasks not started. Tasks still in the data channel are pulled
+        in first, unless the main thread is reading it (its queue is then empty: whatever it
+        reads, it runs)."""
+        if self._read_lock.acquire(blocking=False):
+            try:
+                self._on_frames(self._channel.receive(wait=False))
+            except (EOFError, OSError):
+                pass  # the main thread sees the end on its next read
+            finally:
+                self._read_lock.release()
+        with self._lock:
             kept = deque(item for item in self._queue if item[0].task_id not in ids)
             recalled = [item for item in self._queue if item[0].task_id in ids]
             self._queue = kept
