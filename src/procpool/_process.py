@@ -16,6 +16,7 @@ from typing import Any
 
 from ._serialize import dumps_for_child
 from ._start_method import default_method, get_start_method, set_start_method
+from ._zygote import Popen
 
 __all__ = ["ForkProcess", "ForkServerProcess", "Process", "SpawnProcess"]
 
@@ -32,6 +33,9 @@ class Process(BaseProcess):
     @staticmethod
     def _Popen(process_obj: BaseProcess) -> Any:
         method = process_obj._start_method or default_method()  # type: ignore[attr-defined]
+        if method == "forkserver":
+            # procpool's own fork server: a fork of this program where safe (see _zygote).
+            return Popen(process_obj)
         return multiprocessing.get_context(method).Process._Popen(process_obj)  # type: ignore[attr-defined]
 
     def __getstate__(self) -> dict[str, Any]:
