@@ -793,7 +793,7 @@ class World:
         retried = any(isinstance(a, Retry) and a.task_id == tid for a in actions)
         if in_flight and not retried:
             if tid in self.ended:
-                # Only a cancelled task stays in flight after it ended (it was prefetched).
+                # Only a cancelled task stays in flight after it ended (it was queued behind).
                 assert self.ended[tid] == "CANCELLED", self.trace(f"{tid} reported twice")
             else:
                 self.ended[tid] = "done"

@@ -516,29 +516,39 @@ class Policy:
     def _dispatch(self) -> list[Action]:
         """Hand pending tasks to idle workers, then top up busy ones (flow control), or
         recall queued work for idle workers when nothing is pending."""
+        if self.state is Lifecycle.BROKEN:
+            # No worker will come to run them: whatever was queued again (a recall answered,
+            # a cancelled worker's queue) fails now, never strands in a finished policy.
+            return self._fail_pending(FailReason.BROKEN) + self._wind_down()
         actions: list[Action] = []
         if self._pending:
-            takers = sum(
-                w.phase is not _Phase.LEAVING and not w.retiring for w in self._workers.values()
-            )
-            for worker in self._workers.values():
-                if self._pending and worker.phase is _Phase.IDLE:
-                    actions.append(self._send(worker, self._room(worker, takers)))
+            # Pending work is shared out evenly: first among the idle workers and those still
+            # starting (so that the first ready do not take it all), then what is left among
+            # the busy workers that may take more and, again, those starting.
+            starting = sum(w.phase is _Phase.STARTING for w in self._workers.values())
+            idle = [w for w in self._workers.values() if w.phase is _Phase.IDLE]
+            share = _ceil_div(len(self._pending), len(idle) + starting)
+            for worker in idle:
+                if self._pending:
+                    actions.append(self._send(worker, self._room(worker, share)))
             limit = self._in_flight_limit()
-            for worker in self._workers.values():
-                # Topped up once its queue is down to half the limit, so that each frame
-                # carries many tasks rather than one per task finished.
-                if (
-                    self._pending
-                    and len(worker.tasks) <= limit // 2
-                    and self._may_queue_behind(worker)
-                ):
-                    room = self._room(worker, takers)
+            # Topped up once its queue is down to half the limit, so that each frame carries
+            # many tasks rather than one per task finished.
+            busy = [
+                w
+                for w in self._workers.values()
+                if w not in idle and len(w.tasks) <= limit // 2 and w.phase is _Phase.BUSY
+            ]
+            for worker in busy:
+                if self._pending and self._may_queue_behind(worker):
+                    share = _ceil_div(len(self._pending), len(busy) + starting)
+                    room = self._room(worker, share)
                     if room > 0:
                         actions.append(self._send(worker, room))
         if not self._pending:
-            actions += self._recall_for_idle()
-            if not self._wants_workers():
+            if self._wants_workers():
+                actions += self._recall_for_idle()
+            else:
                 actions += self._wind_down()
         return actions
 
@@ -551,13 +561,12 @@ class Policy:
         ahead = self.ahead_seconds / max(self.task_seconds, 1e-7)
         return 1 + max(1, min(MAX_IN_FLIGHT - 1, int(ahead)))
 
-    def _room(self, worker: _Worker, takers: int) -> int:
+    def _room(self, worker: _Worker, share: int) -> int:
         """How many more tasks the worker may be sent now: within its flow-control limit,
-        its maxtasksperchild quota and a fair share of what is pending."""
+        its maxtasksperchild quota and its ``share`` of what is pending."""
         limit = self._in_flight_limit() - len(worker.tasks)
         if self.maxtasks is not None:
             limit = min(limit, self.maxtasks - worker.completed - len(worker.tasks))
-        share = -(-len(self._pending) // max(1, takers))
         return min(limit, share)
 
     def _may_queue_behind(self, worker: _Worker) -> bool:
@@ -641,3 +650,7 @@ class Policy:
         failed = tuple(t.task_id for t in self._pending)
         self._pending.clear()
         return [Fail(failed, reason)]
+
+
+def _ceil_div(count: int, parts: int) -> int:
+    return -(-count // max(1, parts))

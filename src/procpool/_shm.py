@@ -1,9 +1,14 @@
 """Large buffers in shared memory: pickle protocol 5's out-of-band buffers, without copies.
 
-When a task's arguments or result hold a large buffer (a numpy array, bytes, a bytearray, a
-memoryview), pickle hands it to us instead of copying it into the pickle; we copy it once into a
-shared-memory segment and send the segment's descriptor beside the frame. The receiver maps the
-segment and unpickles straight from it: the array it gets lives in the shared pages.
+When a task's arguments or result hold a large buffer, pickle hands it to us instead of copying
+it into the pickle; we copy it once into a shared-memory segment and send the segment's
+descriptor beside the frame. The receiver maps the segment and unpickles straight from it: a
+numpy array it gets lives in the shared pages (so does a memoryview; bytes and bytearrays are
+copied out once, being immutable or owning their memory). Objects that pickle their data as
+protocol 5 buffers (numpy arrays and the like) travel this way wherever they are; bytes,
+bytearrays and memoryviews do where procpool can see them without walking the whole value: as
+the value itself, or an element of a small tuple, list or dict at most two levels down (a task's
+arguments, a map's items, a result).
 
 Segments are anonymous (``memfd_create``): they have no name in ``/dev/shm`` and the kernel frees
 them when the last descriptor and mapping are gone, so a process killed at any moment of a
@@ -174,6 +179,51 @@ class SegmentPool:
             segment.close()
 
 
+# Containers longer than this are not searched for bytes-like values to send out of band: their
+# elements are small, as a rule, and the search would cost more than it saves.
+_SEARCH_LIMIT = 64
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+class _OutOfBand:
+    """Stands in for a large bytes-like value, so that pickle hands its buffer to us."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes | bytearray | memoryview) -> None:
+        self.value = value
+
+    def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
+        return (_rebuild, (type(self.value).__name__, pickle.PickleBuffer(self.value)))
+
+
+def _rebuild(kind: str, buffer: Any) -> Any:
+    """The receiving side of :class:`_OutOfBand`: the value again, of its type."""
+    if kind == "bytes":
+        return bytes(buffer)
+    if kind == "bytearray":
+        return bytearray(buffer)
+    return memoryview(buffer)
+
+
+def _outline(obj: Any, depth: int = 2) -> Any:
+    """``obj`` with its large bytes-like values (at most ``depth`` levels down in small tuples,
+    lists and dicts) wrapped to travel out of band; ``obj`` itself when there are none."""
+    kind = type(obj)
+    if kind in _BYTES_LIKE:
+        view = memoryview(obj)
+        return _OutOfBand(obj) if view.nbytes >= OOB_THRESHOLD and view.contiguous else obj
+    if not depth or kind not in (tuple, list, dict) or len(obj) > _SEARCH_LIMIT:
+        return obj
+    if kind is dict:
+        values = {key: _outline(value, depth - 1) for key, value in obj.items()}
+        changed = any(values[key] is not value for key, value in obj.items())
+        return values if changed else obj
+    items = [_outline(item, depth - 1) for item in obj]
+    changed = any(new is not old for new, old in zip(items, obj, strict=True))
+    return kind(items) if changed else obj
+
+
 def dumps(
     obj: Any,
     pool: SegmentPool | None,
@@ -182,6 +232,7 @@ def dumps(
     """Pickle ``obj`` with its large buffers in segments of ``pool`` (in band if None)."""
     if pool is None or not hasattr(os, "memfd_create"):
         return pickler(obj, protocol=_PROTOCOL), []
+    obj = _outline(obj)
     segments: list[Segment] = []
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:
