@@ -111,6 +111,7 @@ class _WorkerHandle:
     control: Channel  # RECALL, RELEASE and FORGET out, read by the worker's control thread
     watched: bool = False
     control_writing: bool = False  # the selector waits for the control socket to take bytes
+    last_function: bytes = b""  # the function of the last task sent: the next may omit it
     writing: bool = False  # the selector also waits for the channel to take queued bytes
     exitcode: int | None = None
     resident: int = 0  # bytes of memory it last reported (0: never measured)
@@ -476,11 +477,13 @@ class ProcessBackend:
         fds: list[int] = []
         for task_id in action.task_ids:
             task = self._tasks[task_id]
+            function = b"" if task.function == handle.last_function else task.function
+            handle.last_function = task.function
             batch.append(
                 WireTask(
                     task_id,
                     task.mode,
-                    task.function,
+                    function,
                     task.arguments,
                     task.retry_on,
                     task.return_exceptions,

@@ -131,6 +131,7 @@ class _Worker:
         self._arguments = SegmentMaps()
         self._results = SegmentPool()
         self._functions = _FunctionCache()
+        self._last_function = b""  # the function blob of the task queued last
 
     def serve(self) -> None:
         self._send(READY)
@@ -190,6 +191,12 @@ class _Worker:
     def _queue_tasks(self, tasks: list[WireTask], fds: list[int]) -> None:
         queued: list[tuple[WireTask, Lent | BaseException | None]] = []
         for task in tasks:
+            # An empty function means "the one before it": resolved here, in the order the
+            # scheduler sent them, since a recall may take back the task that carried it.
+            if task.function:
+                self._last_function = task.function
+            else:
+                task = task._replace(function=self._last_function)
             lent: Lent | BaseException | None = None
             if task.segments:
                 count = sum(ref.has_fd for ref in task.segments)
