@@ -59,6 +59,7 @@ class PreparedTask:
     retry_on: bytes = b""  # pickled tuple of the exception types worth a retry
     return_exceptions: bool = False  # a failed item of a chunk yields its exception in place
     segments: list[Segment] = field(default_factory=list)  # the arguments' large buffers
+    items: int = 1  # calls the task makes (a map chunk's length)
 
 
 class Backend(Protocol):
@@ -84,6 +85,9 @@ class Backend(Protocol):
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the backend has finished after close or terminate; True if it has."""
+
+    def item_seconds(self) -> float | None:
+        """How long one call takes, as measured lately (None: not yet): sizes map chunks."""
 
     def repopulate(self) -> None:
         """Bring the workers back to full strength now."""

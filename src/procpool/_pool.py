@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from itertools import islice
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn, TypeVar, Unpack
 
 from ._backend import Backend, PreparedTask
@@ -19,6 +18,7 @@ from ._callbacks import CallbackRunner
 from ._context import get_context
 from ._cpu import cpu_count
 from ._errors import PoolTerminatedError
+from ._feeding import IMAP_MAX_CHUNK, ChunkSizer, Feeder, fixed_size, map_chunk_cap
 from ._options import ExceptionTypes, MapOptions, Options, TaskOptions, exception_types
 from ._policy import Lifecycle
 from ._protocol import Mode
@@ -232,7 +232,7 @@ class Pool:
         self,
         func: Callable[[Any], R],
         iterable: Iterable[Any],
-        chunksize: int = 1,
+        chunksize: int | None = None,
         **options: Unpack[MapOptions],
     ) -> IMapIterator[R]:
         """A lazy ``map``: results in order, as they are ready; the input is read as needed."""
@@ -242,7 +242,7 @@ class Pool:
         self,
         func: Callable[[Any], R],
         iterable: Iterable[Any],
-        chunksize: int = 1,
+        chunksize: int | None = None,
         **options: Unpack[MapOptions],
     ) -> IMapUnorderedIterator[R]:
         """Like :meth:`imap`, but results come in the order they finish."""
@@ -300,6 +300,7 @@ class Pool:
 
         def task(mode: Mode, arguments: Any, sink: Any, index: int) -> PreparedTask:
             data, segments = dumps_arguments(arguments, self._segments)
+            items = 1 if mode is Mode.APPLY else len(arguments)
             return PreparedTask(
                 mode,
                 function,
@@ -312,6 +313,7 @@ class Pool:
                 retry_on,
                 options.return_exceptions,
                 segments,
+                items,
             )
 
         return task
@@ -332,29 +334,22 @@ class Pool:
         self._check_running()
         chosen = self._options.override(options)
         chunksize = chosen.chunksize_allowed(chunksize)
-        items = iterable if hasattr(iterable, "__len__") else list(iterable)
-        if chunksize is None:
-            chunksize = _auto_chunksize(len(items), self._processes)  # type: ignore[arg-type]
-        elif chunksize < 1:
+        if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        chunks = list(_chunked(items, chunksize))
+        items = iterable if hasattr(iterable, "__len__") else list(iterable)
+        length = len(items)  # type: ignore[arg-type]
         result: MapResult[R] = MapResult(
             self._callbacks,
             self._control,
-            [len(chunk) for chunk in chunks],
+            length,
             callback,
             error_callback,
             chosen.return_exceptions,
+            self._window(),
         )
-        if not chunks:
-            return result
-        try:
-            prepare = self._prepare(chosen, func)
-            tasks = [prepare(mode, chunk, result, i) for i, chunk in enumerate(chunks)]
-        except Exception as exc:
-            result._fail(0, exc)
-            return result
-        self._backend.submit(tasks)
+        if length:
+            cap = map_chunk_cap(length, self._processes)
+            self._start_feed(result, items, chunksize, cap, chosen, func, mode, first_here=True)
         return result
 
     def _imap(
@@ -362,82 +357,55 @@ class Pool:
         kind: type[_Lazy],
         func: Callable[[Any], Any],
         iterable: Iterable[Any],
-        chunksize: int,
+        chunksize: int | None,
         options: MapOptions,
     ) -> _Lazy:
         self._check_running()
         chosen = self._options.override(options)
-        if chunksize < 1:
+        if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        chunksize = chosen.chunksize_allowed(chunksize) or 1
+        chunksize = chosen.chunksize_allowed(chunksize)
         iterator = kind(self._control, self._window(), chosen.return_exceptions)
-        try:
-            prepare = self._prepare(chosen, func)
-        except Exception as exc:
-            iterator._input_failed(0, exc)
-            iterator._set_length(1)
-            return iterator
-        self._control.add_feed(iterator)
-        threading.Thread(
-            target=self._feed,
-            args=(iterator, iterable, chunksize, prepare),
-            name="procpool-feeder",
-            daemon=True,
-        ).start()
+        self._start_feed(
+            iterator, iterable, chunksize, IMAP_MAX_CHUNK, chosen, func, Mode.MAP, first_here=False
+        )
         return iterator
 
-    def _feed(
+    def _start_feed(
         self,
-        iterator: _LazyIterator[Any],
+        sink: Any,
         iterable: Iterable[Any],
-        chunksize: int,
-        prepare: Callable[..., PreparedTask],
+        chunksize: int | None,
+        cap: int,
+        options: Options,
+        func: Any,
+        mode: Mode,
+        first_here: bool,
     ) -> None:
-        """Read the input of one imap in chunks and submit them (on the feeder thread).
-
-        Chunks go to the backend in groups, as many as the iterator's window has room for, so
-        that a fast consumer costs one hand-off per group rather than one per chunk.
-        """
-        chunks = _chunked(iterable, chunksize)
-        index = 0
-        stopped = exhausted = False
-        failure: BaseException | None = None
+        """Feed a map-family call's input to the backend (see ``_feeding``); ``chunksize``
+        None picks chunk sizes from the measured time per item, at most ``cap`` items."""
         try:
-            while not exhausted:
-                room = iterator._reserve()
-                if room == 0:
-                    stopped = True
-                    break
-                tasks = []
-                read = 0
-                try:
-                    for chunk in islice(chunks, room):
-                        read += 1
-                        iterator._note_chunk(index, len(chunk))
-                        try:
-                            task = prepare(Mode.MAP, chunk, iterator, index)
-                        except Exception as exc:
-                            # This chunk would not pickle: it fails alone and the input goes
-                            # on, as in the standard library.
-                            iterator._fail(index, exc)
-                        else:
-                            tasks.append(task)
-                        index += 1
-                    exhausted = read < room
-                except Exception as exc:
-                    # The input itself raised: its exception ends the results.
-                    failure, exhausted = exc, True
-                if read:
-                    iterator._note_submitted(read)
-                if tasks:
-                    self._backend.submit(tasks)
-            if failure is not None:
-                iterator._input_failed(index, failure)
-                index += 1
-        finally:
-            if not stopped:
-                iterator._set_length(index)
-            self._control.feed_ended(iterator)
+            prepare = self._prepare(options, func)
+        except Exception as exc:  # the function itself would not pickle
+            sink._input_failed(0, exc)
+            sink._set_length(1)
+            return
+        size = (
+            fixed_size(chunksize)
+            if chunksize is not None
+            else ChunkSizer(self._backend.item_seconds, cap)
+        )
+        self._control.add_feed(sink)
+        feeder = Feeder(
+            self._backend,
+            sink,
+            iterable,
+            size,
+            prepare,
+            mode,
+            lambda: self._control.feed_ended(sink),
+        )
+        feeder.start(first_in_caller=first_here)
 
 
 class _Control:
@@ -482,15 +450,3 @@ class _Control:
     def _live_feeds(self) -> list[_LazyIterator[Any]]:
         with self._lock:
             return list(self._feeds)
-
-
-def _auto_chunksize(length: int, processes: int) -> int:
-    """The standard library's rule: about four chunks per worker."""
-    chunksize, extra = divmod(length, processes * 4)
-    return chunksize + 1 if extra else max(chunksize, 1)
-
-
-def _chunked(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    iterator = iter(iterable)
-    while chunk := list(islice(iterator, size)):
-        yield chunk

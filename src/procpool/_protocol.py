@@ -18,10 +18,11 @@ A wire task is ``(task id, mode, function, arguments, retry_on, return_exception
 ``function`` and ``arguments`` are pickles of their own, made in the caller's thread, so the
 scheduler thread never runs user pickling code. ``function`` is empty when it is the same as
 the previous task's sent to that worker (a map's chunks, a loop of apply calls), so a function
-that carries a large value (a ``partial`` over an array, say) travels once, not once a task. Large buffers of the arguments or of a result
-travel in shared-memory segments (``_shm``), named by :class:`~procpool._shm.SegmentRef` and
-their descriptors sent with the frame. Results stream back one DONE frame each, as tasks finish,
-so a worker killed mid-queue has reported everything it completed.
+that carries a large value (a ``partial`` over an array, say) travels once, not once a task.
+Large buffers of the arguments or of a result travel in shared-memory segments (``_shm``), named
+by :class:`~procpool._shm.SegmentRef` and their descriptors sent with the frame. Results stream
+back one DONE frame each, as tasks finish, so a worker killed mid-queue has reported everything
+it completed.
 
 This module is imported by workers: it uses the standard library only.
 """

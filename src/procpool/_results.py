@@ -257,6 +257,43 @@ class ApplyResult(Generic[T]):
 AsyncResult = ApplyResult
 
 
+class _Throttle:
+    """How far a feeder may run ahead: at most ``window`` chunks submitted and not yet done
+    (read by an imap's consumer; delivered, for a map). None: no bound. Every method is called
+    with the owner's condition held; a throttled feeder waits on it and wakes once half the
+    window is free, not once per chunk."""
+
+    def __init__(self, cond: threading.Condition, window: int | None) -> None:
+        self._cond = cond
+        self.window = window
+        self.submitted = 0
+        self.done = 0
+        self._waiting = False
+
+    def reserve(self, stopped: Callable[[], bool]) -> int:
+        """Chunks the feeder may submit now (waits while none may); 0 once ``stopped()``."""
+        while not stopped() and self.window is not None and self.in_flight > self.window // 2:
+            self._waiting = True
+            self._cond.wait()
+        self._waiting = False
+        if stopped():
+            return 0
+        return _UNTHROTTLED_GROUP if self.window is None else self.window - self.in_flight
+
+    @property
+    def in_flight(self) -> int:
+        return self.submitted - self.done
+
+    def finished_one(self) -> None:
+        self.done += 1
+        if self._waiting and (self.window is None or self.in_flight <= self.window // 2):
+            self._cond.notify_all()
+
+    def unthrottle(self) -> None:
+        self.window = None
+        self._cond.notify_all()
+
+
 class MapResult(ApplyResult[list[T]]):
     """The pending result of ``map_async``/``starmap_async``: one list, assembled from chunks.
 
@@ -268,17 +305,23 @@ class MapResult(ApplyResult[list[T]]):
         self,
         callbacks: CallbackRunner,
         control: Control,
-        chunk_sizes: Sequence[int],
+        length: int,
         callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
         return_exceptions: bool = False,
+        window: int | None = None,
     ) -> None:
+        """``length``: the items; a feeder submits them in chunks, at most ``window`` of them
+        in flight at once."""
         super().__init__(callbacks, control, callback, error_callback)
-        self._sizes = chunk_sizes
         self._in_place = return_exceptions
-        self._chunks: list[_Decoder | None] = [None] * len(chunk_sizes)
-        self._left = len(chunk_sizes)
-        if not chunk_sizes:
+        self._sizes: dict[int, int] = {}  # chunk index -> items, as the feeder read them
+        self._chunks: dict[int, _Decoder] = {}
+        self._count: int | None = None  # chunks in all, once the feeder has finished
+        self._cond = threading.Condition(threading.Lock())
+        self._throttle = _Throttle(self._cond, window)
+        self._failed = False  # a chunk failed the whole map: the feeder stops
+        if not length:
             self._complete(lambda: (True, []))
 
     def _deliver(
@@ -289,7 +332,7 @@ class MapResult(ApplyResult[list[T]]):
         attempts: Sequence[str] = (),
         lent: _shm.Lent | None = None,
     ) -> None:
-        size = self._sizes[index]
+        size = self._sizes.get(index, 1)
         outcome = _chunk_outcome(status, payload, attempts, self._in_place, size, lent)
         if status is Status.OK or self._in_place:
             self._store(index, outcome)
@@ -298,37 +341,69 @@ class MapResult(ApplyResult[list[T]]):
 
     def _fail(self, index: int, exc: BaseException) -> None:
         if self._in_place and not isinstance(exc, _JOB_ERRORS):
-            self._store(index, _chunk_failure(exc, True, self._sizes[index]))
+            self._store(index, _chunk_failure(exc, True, self._sizes.get(index, 1)))
         else:
             self._fail_fast(_failure(exc))
 
     def _store(self, index: int, outcome: _Decoder) -> None:
-        with self._lock:
+        with self._cond:
             if self._completed:
                 return
             self._chunks[index] = outcome
-            self._left -= 1
-            done = self._left == 0
+            self._throttle.finished_one()
+            done = self._count == len(self._chunks)
         if done:
             self._complete(self._assemble)
 
     def _fail_fast(self, outcome: _Decoder) -> None:
-        with self._lock:
+        with self._cond:
             if self._completed:
                 return  # every chunk had arrived: the result stands
-            self._chunks = []  # the other chunks' results are no longer wanted
+            self._chunks = {}  # the other chunks' results are no longer wanted
+            self._failed = True
+            self._cond.notify_all()  # the feeder stops
         self._complete(outcome)
 
     def _assemble(self) -> tuple[bool, Any]:
         values: list[T] = []
-        for decode in self._chunks:
-            assert decode is not None
-            success, value = decode()
+        for index in range(len(self._chunks)):
+            success, value = self._chunks[index]()
             if not success:
                 return False, value
             values.extend(value)
-        self._chunks = []
+        self._chunks = {}
         return True, values
+
+    # -- the feeder side ----------------------------------------------------------------------
+
+    def _reserve(self) -> int:
+        with self._cond:
+            return self._throttle.reserve(lambda: self._failed or self._completed)
+
+    def _note_chunk(self, index: int, size: int) -> None:
+        with self._cond:
+            self._sizes[index] = size
+
+    def _note_submitted(self, chunks: int) -> None:
+        with self._cond:
+            self._throttle.submitted += chunks
+
+    def _input_failed(self, index: int, exc: BaseException) -> None:
+        self._fail_fast(_failure(exc))
+
+    def _set_length(self, chunks: int) -> None:
+        with self._cond:
+            self._count = chunks
+            done = not self._completed and chunks == len(self._chunks)
+        if done:
+            self._complete(self._assemble)
+
+    def _unthrottle(self) -> None:
+        with self._cond:
+            self._throttle.unthrottle()
+
+    def _stop(self, error: BaseException) -> None:
+        self._fail_fast(_failure(error))
 
 
 class _LazyIterator(Generic[T]):
@@ -347,11 +422,8 @@ class _LazyIterator(Generic[T]):
         self._cond = threading.Condition(threading.Lock())
         self._consumer_lock = threading.Lock()
         self._items: deque[T] = deque()
-        self._submitted = 0
-        self._consumed = 0
         self._length: int | None = None  # the number of chunks, once the feeder has finished
-        self._window: int | None = window
-        self._feeder_waiting = False
+        self._throttle = _Throttle(self._cond, window)
         self._stop_error: BaseException | None = None
 
     def __iter__(self) -> Iterator[T]:
@@ -393,18 +465,13 @@ class _LazyIterator(Generic[T]):
         """None if an item is ready; else wait for the next chunk and return it, still pickled."""
         with self._cond:
             while not self._items:
-                if self._length is not None and self._consumed >= self._length:
+                if self._length is not None and self._throttle.done >= self._length:
                     raise StopIteration
                 decode = self._take()
                 if decode is not None:
-                    self._consumed += 1
-                    if self._feeder_waiting and (
-                        self._window is None
-                        or self._submitted - self._consumed <= self._window // 2
-                    ):
-                        self._cond.notify_all()  # room for the feeder
+                    self._throttle.finished_one()
                     return decode
-                if self._stop_error is not None and self._consumed >= self._submitted:
+                if self._stop_error is not None and self._throttle.in_flight <= 0:
                     raise self._stop_error
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -455,19 +522,7 @@ class _LazyIterator(Generic[T]):
         once per half window rather than once per consumed chunk.
         """
         with self._cond:
-            while (
-                self._stop_error is None
-                and self._window is not None
-                and self._submitted - self._consumed > self._window // 2
-            ):
-                self._feeder_waiting = True
-                self._cond.wait()
-            self._feeder_waiting = False
-            if self._stop_error is not None:
-                return 0
-            if self._window is None:
-                return _UNTHROTTLED_GROUP
-            return self._window - (self._submitted - self._consumed)
+            return self._throttle.reserve(lambda: self._stop_error is not None)
 
     def _note_chunk(self, index: int, size: int) -> None:
         with self._cond:
@@ -475,7 +530,7 @@ class _LazyIterator(Generic[T]):
 
     def _note_submitted(self, chunks: int) -> None:
         with self._cond:
-            self._submitted += chunks
+            self._throttle.submitted += chunks
 
     def _set_length(self, chunks: int) -> None:
         with self._cond:
@@ -484,8 +539,7 @@ class _LazyIterator(Generic[T]):
 
     def _unthrottle(self) -> None:
         with self._cond:
-            self._window = None
-            self._cond.notify_all()
+            self._throttle.unthrottle()
 
     def _stop(self, error: BaseException) -> None:
         """The pool ended: the feeder stops, and the consumer gets ``error`` past what arrived."""
@@ -502,7 +556,7 @@ class IMapIterator(_LazyIterator[T]):
         self._arrived: dict[int, _Decoder] = {}
 
     def _take(self) -> _Decoder | None:
-        return self._arrived.pop(self._consumed, None)
+        return self._arrived.pop(self._throttle.done, None)
 
     def _arrive(self, index: int, outcome: _Decoder) -> None:
         self._arrived.setdefault(index, outcome)
