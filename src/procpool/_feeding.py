@@ -84,16 +84,20 @@ class ChunkSizer:
         return self._last
 
 
-def chunks(iterable: Iterable[Any], size: Callable[[], int]) -> Iterator[list[Any]]:
-    """The input in lists of ``size()`` items. Should the input raise, the items read before
-    it still come out (a last short chunk), then the exception."""
+def chunks(
+    iterable: Iterable[Any], size: Callable[[], int], keep_partial: bool
+) -> Iterator[list[Any]]:
+    """The input in lists of ``size()`` items. Should the input raise, ``keep_partial`` says
+    whether the items of the chunk being read come out first. The standard library drops them
+    (its results end at the start of that chunk); chunks procpool chose itself keep them, so
+    the results are those of one item per chunk."""
     iterator = iter(iterable)
     while True:
         chunk: list[Any] = []
         try:
             chunk.extend(islice(iterator, size()))
         except Exception:
-            if chunk:
+            if chunk and keep_partial:
                 yield chunk
             raise
         if not chunk:
@@ -114,9 +118,10 @@ class Feeder:
         mode: Mode,
         on_end: Callable[[], None],
     ) -> None:
+        """``size``: a :class:`ChunkSizer`, or :func:`fixed_size` for the caller's chunksize."""
         self._backend = backend
         self._sink = sink
-        self._chunks = chunks(iterable, size)
+        self._chunks = chunks(iterable, size, keep_partial=isinstance(size, ChunkSizer))
         self._prepare = prepare
         self._mode = mode
         self._on_end = on_end
