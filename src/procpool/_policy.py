@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 __all__ = [
     "Action",
@@ -85,9 +86,11 @@ class FailReason(enum.Enum):
     RAISED = enum.auto()  # (retries only) it raised one of the exceptions worth a retry
 
 
-@dataclass(frozen=True)
-class TaskInfo:
-    """What the policy knows of a task: its id, how long it may run once started, its size."""
+class TaskInfo(NamedTuple):
+    """What the policy knows of a task: its id, how long it may run once started, its size.
+
+    (A named tuple: the scheduler makes one per task, and a frozen dataclass costs several
+    times as much to build.)"""
 
     task_id: int
     timeout: float | None = None
@@ -616,6 +619,12 @@ class Policy:
         actions: list[Action] = []
         for worker in self._workers.values():
             if worker.phase is not _Phase.BUSY:
+                continue
+            # Cheap bound first: this runs after every report while workers wait for input.
+            count = len(worker.tasks) - 1 - len(worker.recalling)
+            if count <= 0 or (
+                self.task_seconds is not None and self.task_seconds * count < RECALL_MIN_SECONDS
+            ):
                 continue
             queued = [
                 t.task_id

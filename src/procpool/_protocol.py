@@ -74,6 +74,9 @@ class Status(IntEnum):
     RETRY = 3
 
 
+_STATUSES = tuple(Status)  # by value: cheaper than calling the enum for each report
+
+
 class WireTask(NamedTuple):
     """One unit of work as it travels to a worker."""
 
@@ -140,7 +143,7 @@ def unpack_done(body: memoryview) -> Done:
         refs.append(SegmentRef(sid, length, bool(has_fd)))
         offset += _REF.size
     return Done(
-        task_id, Status(status), resident, elapsed, bool(released), tuple(refs), body[offset:]
+        task_id, _STATUSES[status], resident, elapsed, bool(released), tuple(refs), body[offset:]
     )
 
 
