@@ -116,16 +116,26 @@ def encode(frames: Sequence[tuple[int, bytes]]) -> bytes:
 
 
 def read_cut(stream: bytes, cuts: Sequence[int], blocking_reader: bool = False) -> list[Frame]:
-    """Write ``stream`` in the pieces between ``cuts`` from a blocking socket, reading with a
-    channel after each piece (a piece is in the reader's socket once send returns)."""
+    """Write ``stream`` in the pieces between ``cuts``, and read with a channel until it has
+    consumed every byte written before writing the next piece: at each cut the reader has seen
+    exactly the stream up to it. (A piece larger than the socket takes is cut further.)"""
     a, b = socket.socketpair()
     with a, b:
+        a.setblocking(False)
         reader = Channel(b, blocking=blocking_reader)
         frames: list[Frame] = []
         bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(stream))), len(stream)]
         for start, end in zip(bounds, bounds[1:], strict=False):
-            a.sendall(stream[start:end])
-            frames += reader.receive(wait=False)
+            piece = memoryview(stream)[start:end]
+            while True:
+                try:
+                    piece = piece[a.send(piece) :]
+                except BlockingIOError:
+                    pass
+                got = reader.receive(wait=False)
+                frames += got
+                if not piece and not got:
+                    break  # all written and all read
         a.shutdown(socket.SHUT_WR)
         with pytest.raises(EOFError):
             while True:
