@@ -294,7 +294,36 @@ class _Throttle:
         self._cond.notify_all()
 
 
-class MapResult(ApplyResult[list[T]]):
+class _FeederSide:
+    """What a feeder (``_feeding.Feeder``) asks of the result object it fills: the window, the
+    chunks' sizes, whether to stop. The owner provides ``_cond``, ``_sizes``, ``_throttle``."""
+
+    _cond: threading.Condition
+    _sizes: dict[int, int]  # chunk index -> items, as the feeder read them
+    _throttle: _Throttle
+
+    def _stopped(self) -> bool:
+        raise NotImplementedError
+
+    def _reserve(self) -> int:
+        """How many chunks the feeder may submit now; 0 once it must stop."""
+        with self._cond:
+            return self._throttle.reserve(self._stopped)
+
+    def _note_chunk(self, index: int, size: int) -> None:
+        with self._cond:
+            self._sizes[index] = size
+
+    def _note_submitted(self, chunks: int) -> None:
+        with self._cond:
+            self._throttle.submitted += chunks
+
+    def _unthrottle(self) -> None:
+        with self._cond:
+            self._throttle.unthrottle()
+
+
+class MapResult(_FeederSide, ApplyResult[list[T]]):
     """The pending result of ``map_async``/``starmap_async``: one list, assembled from chunks.
 
     Like the standard library's, it fails as soon as any chunk fails; the other chunks still run.
@@ -376,17 +405,8 @@ class MapResult(ApplyResult[list[T]]):
 
     # -- the feeder side ----------------------------------------------------------------------
 
-    def _reserve(self) -> int:
-        with self._cond:
-            return self._throttle.reserve(lambda: self._failed or self._completed)
-
-    def _note_chunk(self, index: int, size: int) -> None:
-        with self._cond:
-            self._sizes[index] = size
-
-    def _note_submitted(self, chunks: int) -> None:
-        with self._cond:
-            self._throttle.submitted += chunks
+    def _stopped(self) -> bool:
+        return self._failed or self._completed
 
     def _input_failed(self, index: int, exc: BaseException) -> None:
         self._fail_fast(_failure(exc))
@@ -398,15 +418,11 @@ class MapResult(ApplyResult[list[T]]):
         if done:
             self._complete(self._assemble)
 
-    def _unthrottle(self) -> None:
-        with self._cond:
-            self._throttle.unthrottle()
-
     def _stop(self, error: BaseException) -> None:
         self._fail_fast(_failure(error))
 
 
-class _LazyIterator(Generic[T]):
+class _LazyIterator(_FeederSide, Generic[T]):
     """What the two imap iterators share: chunked arrival, throttled feeding, timeouts.
 
     A feeder thread submits chunks; the consumer pulls items. While the pool runs, the feeder
@@ -515,31 +531,13 @@ class _LazyIterator(Generic[T]):
 
     # -- the feeder side ----------------------------------------------------------------------
 
-    def _reserve(self) -> int:
-        """How many chunks the feeder may submit now; 0 once the iterator is stopped.
-
-        While throttled, blocks until at least half the window is free, so the feeder wakes
-        once per half window rather than once per consumed chunk.
-        """
-        with self._cond:
-            return self._throttle.reserve(lambda: self._stop_error is not None)
-
-    def _note_chunk(self, index: int, size: int) -> None:
-        with self._cond:
-            self._sizes[index] = size
-
-    def _note_submitted(self, chunks: int) -> None:
-        with self._cond:
-            self._throttle.submitted += chunks
+    def _stopped(self) -> bool:
+        return self._stop_error is not None
 
     def _set_length(self, chunks: int) -> None:
         with self._cond:
             self._length = chunks
             self._cond.notify_all()
-
-    def _unthrottle(self) -> None:
-        with self._cond:
-            self._throttle.unthrottle()
 
     def _stop(self, error: BaseException) -> None:
         """The pool ended: the feeder stops, and the consumer gets ``error`` past what arrived."""
