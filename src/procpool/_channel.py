@@ -128,9 +128,11 @@ class Channel:
                     break
                 pieces.append(piece)
                 fds.extend(piece_fds)
-            ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+            ancillary = (
+                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+            )
             try:
-                sent = self.sock.sendmsg(pieces, ancillary if fds else [])
+                sent = self.sock.sendmsg(pieces, ancillary)
             except BlockingIOError:
                 return False
             # Descriptors go with the first byte sent: from here on the kernel holds them.

@@ -35,7 +35,7 @@ from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from multiprocessing.context import set_spawning_popen
 from typing import Any, Protocol
 
-__all__ = ["Popen"]
+__all__ = ["Popen", "server_pids"]
 
 # Descriptors one request may carry: the two pipes and what the process object duplicates.
 _MAX_FDS = 250
@@ -214,6 +214,16 @@ class _State:
 _state = _State()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_state.reset)
+
+
+def server_pids() -> set[int]:
+    """The processes of this process's fork servers (long-lived helpers, like the standard
+    library's fork server and resource tracker)."""
+    pids = {
+        getattr(_state.zygote, "pid", None),
+        getattr(_state.fallback, "_forkserver_pid", None),
+    }
+    return {pid for pid in pids if pid is not None}
 
 
 def _imported_packages() -> list[str]:
