@@ -38,6 +38,7 @@ from ._errors import (
     TaskTimeoutError,
     WorkerLostError,
 )
+from ._executor import Future, ProcessPoolExecutor
 from ._pool import Pool
 from ._process import Process
 from ._start_method import get_start_method, set_start_method
@@ -81,6 +82,7 @@ __all__ = [
     "Condition",
     "Context",
     "Event",
+    "Future",
     "InitializerError",
     "JoinableQueue",
     "Lock",
@@ -90,6 +92,7 @@ __all__ = [
     "PoolTerminatedError",
     "Process",
     "ProcessError",
+    "ProcessPoolExecutor",
     "ProcpoolError",
     "Queue",
     "RLock",
