@@ -44,3 +44,6 @@ class CallbackRunner:
     def _run(self) -> None:
         while (call := self._calls.get()) is not None:
             call()
+            # A finished call must not keep what it references (a result, its exception and
+            # that exception's frames, up to a whole executor) alive until the next call.
+            del call

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from ._backend import Backend, PreparedTask
 from ._callbacks import CallbackRunner
-from ._errors import BrokenPoolError
+from ._errors import BrokenPoolError, TaskDecodeError
 from ._options import ExceptionTypes
 from ._pool import Pool, _block_stdlib_machinery, _chunked
 from ._protocol import Mode, Status
@@ -102,6 +102,7 @@ class _Dispatcher:
         self._in_flight = 0
         self._closing = False
         self.drained = threading.Event()  # closed, and every task handed over
+        self._released = False  # the callback thread was told to finish
 
     def add(self, future: Future[Any], task: PreparedTask) -> None:
         with self._lock:
@@ -139,11 +140,16 @@ class _Dispatcher:
                     self._in_flight += 1
                     handed.append(task)
             drained = self._closing and not self._waiting
+            # Nothing more will settle: the callback thread may go (whoever shut down).
+            release = drained and self._in_flight == 0 and not self._released
+            self._released = self._released or release
         if handed:
             self._backend.submit(handed)
         if drained and not self.drained.is_set():
             self.drained.set()
             self._pool.close()  # the workers leave once the work handed over is done
+        if release:
+            self._pool._callbacks.close()
 
 
 class _FutureSink:
@@ -177,12 +183,23 @@ class _FutureSink:
         self._settled = True
         try:
             if not self._future.cancelled():
-                success, value = outcome()
+                success, value = _decoded(outcome)
                 if not success and isinstance(value, BrokenPoolError):
                     self._executor_state.broken = value
                 _set(self._future, success, value)
         finally:
             self._executor_state.dispatcher.settled()
+
+
+def _decoded(outcome: _Decoder) -> tuple[bool, Any]:
+    """The outcome unpickled; what unpickling raised beyond ``Exception`` (a ``SystemExit``
+    from a ``__reduce__``, say) fails the task too, instead of ending the callback thread."""
+    try:
+        return outcome()
+    except BaseException as exc:
+        error = TaskDecodeError(f"the task's result could not be unpickled: {exc!r}")
+        error.__cause__ = exc
+        return False, error
 
 
 def _set(future: Future[Any], success: bool, value: Any) -> None:
@@ -203,6 +220,24 @@ class _ExecutorState:
         self.callbacks: CallbackRunner = pool._callbacks
         self.dispatcher = _Dispatcher(pool._backend, window, pool)
         self.broken: BaseException | None = None
+
+
+class _Machinery:
+    """An executor's background work, joinable like a thread (``join``) or a queue
+    (``join_thread``): done once the executor was shut down and its pool has finished."""
+
+    def __init__(self, dispatcher: _Dispatcher, pool: Pool) -> None:
+        self._dispatcher = dispatcher
+        self._pool = pool
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._dispatcher.drained.wait(timeout):
+            self._pool.join()
+
+    join_thread = join
+
+    def is_alive(self) -> bool:
+        return not self._pool._backend.join(0)
 
 
 class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
@@ -276,6 +311,14 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
     def _processes(self) -> dict[int | None, BaseProcess]:  # type: ignore[override]
         """The worker processes alive now, by pid."""
         return {p.pid: p for p in self._procpool._backend.processes()}
+
+    @property
+    def _executor_manager_thread(self) -> _Machinery:  # type: ignore[override]
+        """What to join to wait until a shut-down executor has released its workers and threads
+        (the standard library's tests join its manager thread and call queue for that)."""
+        return _Machinery(self._shared.dispatcher, self._procpool)
+
+    _call_queue = _executor_manager_thread
 
     @property
     def _broken(self) -> BaseException | bool:  # type: ignore[override]
