@@ -1,4 +1,5 @@
-"""``procpool.popen_forkserver``: the standard library's ``multiprocessing.popen_forkserver`` itself.
+"""``procpool.popen_forkserver``: the standard library's own
+``multiprocessing.popen_forkserver``.
 
 See ``procpool._alias`` for how and why.
 """

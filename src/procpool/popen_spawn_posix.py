@@ -1,4 +1,5 @@
-"""``procpool.popen_spawn_posix``: the standard library's ``multiprocessing.popen_spawn_posix`` itself.
+"""``procpool.popen_spawn_posix``: the standard library's own
+``multiprocessing.popen_spawn_posix``.
 
 See ``procpool._alias`` for how and why.
 """

@@ -1,4 +1,5 @@
-"""``procpool.popen_spawn_win32``: the standard library's ``multiprocessing.popen_spawn_win32`` itself.
+"""``procpool.popen_spawn_win32``: the standard library's own
+``multiprocessing.popen_spawn_win32``.
 
 See ``procpool._alias`` for how and why.
 """

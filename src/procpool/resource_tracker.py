@@ -1,4 +1,5 @@
-"""``procpool.resource_tracker``: the standard library's ``multiprocessing.resource_tracker`` itself.
+"""``procpool.resource_tracker``: the standard library's own
+``multiprocessing.resource_tracker``.
 
 See ``procpool._alias`` for how and why.
 """
