@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
-__all__ = ["alias"]
+__all__ = ["alias", "fallback"]
 
 
 def alias(name: str, target: str) -> ModuleType:
@@ -29,3 +31,16 @@ def alias(name: str, target: str) -> ModuleType:
         if full.startswith(target + "."):
             sys.modules[name + full[len(target) :]] = sub
     return module
+
+
+def fallback(target: ModuleType, own: dict[str, Any]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for a procpool module that overrides some names of ``target``:
+    every name the procpool module does not define is ``target``'s own (PEP 562)."""
+
+    def __getattr__(name: str) -> Any:
+        try:
+            return getattr(target, name)
+        except AttributeError:
+            raise AttributeError(f"module {own['__name__']!r} has no attribute {name!r}") from None
+
+    return __getattr__
