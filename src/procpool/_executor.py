@@ -81,9 +81,11 @@ class Future(concurrent.futures.Future[T]):
             return super().set_running_or_notify_cancel()
 
     def __await__(self) -> Generator[Any, None, T]:
-        import asyncio
+        if not self.done():
+            import asyncio
 
-        return asyncio.wrap_future(self).__await__()
+            return (yield from asyncio.wrap_future(self).__await__())
+        return self.result()
 
 
 class _Dispatcher:
@@ -124,6 +126,12 @@ class _Dispatcher:
         for future, _ in dropped:
             future.cancel()
         self._pump()
+
+    def fail_waiting(self, exc: BaseException) -> None:
+        """Fail every waiting task with ``exc`` (the executor is broken)."""
+        for future in self.drop_waiting():
+            if future.set_running_or_notify_cancel():
+                future.set_exception(exc)
 
     def drop_waiting(self) -> list[Future[Any]]:
         """Remove every waiting task (the pool is being terminated); their futures."""
@@ -175,7 +183,14 @@ class _FutureSink:
         self._post(_failure(exc))
 
     def _post(self, outcome: _Decoder) -> None:
-        self._executor_state.callbacks.post(lambda: self._settle(outcome))
+        try:
+            self._executor_state.callbacks.post(lambda: self._settle(outcome))
+        except RuntimeError as exc:  # no thread can start: the interpreter is finalizing
+            broken = BrokenPoolError("the executor could not start its callback thread")
+            broken.__cause__ = exc
+            self._executor_state.broken = broken
+            self._executor_state.dispatcher.fail_waiting(broken)
+            self._settle(_failure(broken))
 
     def _settle(self, outcome: _Decoder) -> None:
         if self._settled:
