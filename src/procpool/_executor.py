@@ -24,16 +24,18 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, RUNNING
+from concurrent.futures.process import _RemoteTraceback
 from itertools import islice
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
 from ._backend import Backend, PreparedTask
 from ._callbacks import CallbackRunner
-from ._errors import BrokenPoolError, TaskDecodeError
+from ._errors import BrokenPoolError, RemoteTraceback, TaskDecodeError
 from ._options import ExceptionTypes
 from ._pool import Pool, _block_stdlib_machinery, _chunked
 from ._protocol import Mode, Status
@@ -206,15 +208,45 @@ class _FutureSink:
             self._executor_state.dispatcher.settled()
 
 
+def _results(
+    futures: deque[Future[list[T]]],
+    more: Callable[[], Future[list[T]] | None] | None,
+    deadline: float | None,
+) -> Iterator[T]:
+    """What ``map`` returns: each chunk's items in order; ``more`` submits the next chunk."""
+    try:
+        while futures:
+            if more is not None and (submitted := more()) is not None:
+                futures.append(submitted)
+            future = futures.popleft()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            try:
+                values = future.result(remaining)
+            finally:
+                future.cancel()
+            del future
+            # Hand each item over without keeping it: a result the caller drops is freed.
+            values.reverse()
+            while values:
+                yield values.pop()
+    finally:
+        for future in futures:
+            future.cancel()
+
+
 def _decoded(outcome: _Decoder) -> tuple[bool, Any]:
     """The outcome unpickled; what unpickling raised beyond ``Exception`` (a ``SystemExit``
     from a ``__reduce__``, say) fails the task too, instead of ending the callback thread."""
     try:
-        return outcome()
+        success, value = outcome()
     except BaseException as exc:
         error = TaskDecodeError(f"the task's result could not be unpickled: {exc!r}")
         error.__cause__ = exc
         return False, error
+    if not success and isinstance(value.__cause__, RemoteTraceback):
+        # The worker's traceback, as the standard library's executor attaches it.
+        value.__cause__ = _RemoteTraceback(value.__cause__.tb)
+    return success, value
 
 
 def _set(future: Future[Any], success: bool, value: Any) -> None:
@@ -373,31 +405,18 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
         futures: deque[Future[list[T]]] = deque(
             self._submit(fn, Mode.STARMAP, chunk) for chunk in islice(chunks, buffersize)
         )
-        return self._results(fn, futures, chunks if buffersize else iter(()), deadline)
+        # The iterator holds the executor weakly (as the standard library's does), so an
+        # executor dropped while its map is still read is collected, and shut down.
+        executor = weakref.ref(self)
 
-    def _results(
-        self,
-        fn: Callable[..., T],
-        futures: deque[Future[list[T]]],
-        more: Iterator[list[tuple[Any, ...]]],
-        deadline: float | None,
-    ) -> Iterator[T]:
-        try:
-            while futures:
-                chunk = next(more, None)
-                if chunk is not None:
-                    futures.append(self._submit(fn, Mode.STARMAP, chunk))
-                future = futures.popleft()
-                remaining = None if deadline is None else deadline - time.monotonic()
-                try:
-                    values = future.result(remaining)
-                finally:
-                    future.cancel()
-                del future
-                yield from values
-        finally:
-            for future in futures:
-                future.cancel()
+        def more() -> Future[list[T]] | None:
+            alive = executor()
+            chunk = next(chunks, None) if alive is not None else None
+            return (
+                None if chunk is None or alive is None else alive._submit(fn, Mode.STARMAP, chunk)
+            )
+
+        return _results(futures, more if buffersize else None, deadline)
 
     def _submit(self, fn: Callable[..., Any], mode: Mode, arguments: Any) -> Future[Any]:
         with self._shutdown_lock:
