@@ -1,6 +1,6 @@
 """Run CPython's own ProcessPoolExecutor tests against procpool's executor.
 
-    python tests/compat/run_cpython_futures_tests.py [--stdlib] [--only SUBSTRING ...]
+    python tests/compat/run_cpython_futures_tests.py [--stdlib] [--subset ci] [--only SUBSTRING ...]
 
 Needs an interpreter that ships ``test.test_concurrent_futures`` (CPython 3.13 ships it as a
 package; the 3.11 and 3.12 builds here ship none). Every test class of that package whose name
@@ -171,8 +171,13 @@ def main(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stdlib", action="store_true", help="test the unpatched stdlib")
     parser.add_argument("--only", action="append", default=[], help="run tests whose id has this")
+    parser.add_argument(
+        "--subset", choices=["ci"], help="ci: the forkserver classes only (a third of the run)"
+    )
     parser.add_argument("--per-test-timeout", type=float, default=90.0)
     args = parser.parse_args(argv)
+    if args.subset == "ci":
+        args.only.append(".ProcessPoolForkserver")
     if importlib.util.find_spec("test.test_concurrent_futures") is None:
         print("this Python ships no test.test_concurrent_futures package", file=sys.stderr)
         return 2

@@ -291,11 +291,14 @@ def main(argv) -> int:
     parser.add_argument("--per-test-timeout", type=float, default=90.0)
     args = parser.parse_args(argv)
     g = globals()
-    only = list(args.only)
+    suite = _build_suite(args.only)
     if args.subset == "ci":
-        only += [f"{MODULE_NAME}.{name}." for name in CI_SUBSET] + ["ProcpoolAdaptedTests"]
+        chosen = {f"{MODULE_NAME}.{name}" for name in (*CI_SUBSET, "ProcpoolAdaptedTests")}
+        suite = type(suite)(
+            t for t in _flatten(suite) if {t.id(), t.id().rpartition(".")[0]} & chosen
+        )
     return run(
-        _build_suite(only),
+        suite,
         {"method": args.method, "target": _target()},
         args.per_test_timeout,
         g["setUpModule"],
