@@ -76,6 +76,12 @@ MIXIN_CLASSES = (
     "WithManagerTestMyManager",
     "WithManagerTestRemoteManager",
     "WithManagerTestManagerRestart",
+    "WithManagerTestLock",
+    "WithManagerTestSemaphore",
+    "WithManagerTestCondition",
+    "WithManagerTestEvent",
+    "WithManagerTestBarrier",
+    "WithManagerTestContainers",
 )
 # Plain TestCase classes of the CPython module: (class name, test names or None for all).
 PLAIN_TESTS = (
