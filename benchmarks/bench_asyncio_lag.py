@@ -16,14 +16,17 @@ lag is measured during each scenario (and with no work at all, as the baseline):
 * ``faults``: as ``apply_async``, while one task in 100 kills its worker (``os._exit``) and
   one in 100 runs past its ``timeout`` (its worker is killed): the failures are awaited too.
 
-Prints, per scenario, the lag's median, 99th percentile and maximum, in milliseconds, and the
-wall time. The tasks are trivial, so the figures are the cost of procpool's asyncio path alone.
+Prints, per scenario, the lag's median, 99th percentile and maximum, in milliseconds, the wall
+time, and the longest garbage collection the interpreter ran meanwhile (a full collection of
+the thousands of objects in flight stalls every thread, the loop's included: the largest lags
+coincide with it). The tasks are trivial, so the figures are the cost of the asyncio path.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import sys
@@ -57,16 +60,35 @@ async def ticker(lags: list[float], stop: asyncio.Event) -> None:
         lags.append(max(0.0, loop.time() - due))
 
 
-async def measure(work: Callable[[], Awaitable[Any]]) -> tuple[list[float], float]:
+class GcWatch:
+    """The longest garbage collection, in ms, while installed."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.longest = max(self.longest, (time.perf_counter() - self._started) * 1000)
+
+
+async def measure(work: Callable[[], Awaitable[Any]]) -> tuple[list[float], float, float]:
     lags: list[float] = []
     stop = asyncio.Event()
+    watch = GcWatch()
+    gc.callbacks.append(watch)
     tick = asyncio.ensure_future(ticker(lags, stop))
     started = time.perf_counter()
-    await work()
+    try:
+        await work()
+    finally:
+        gc.callbacks.remove(watch)
     elapsed = time.perf_counter() - started
     stop.set()
     await tick
-    return lags, elapsed
+    return lags, elapsed, watch.longest
 
 
 async def in_batches(submit: Callable[[int], Awaitable[Any]], tasks: int, batch: int) -> list[Any]:
@@ -113,14 +135,15 @@ async def main(args: argparse.Namespace) -> None:
             ),
         }
         print(f"{n} tasks, batches of {batch}, {args.workers} workers; lag in ms")
-        print(f"{'scenario':<18}{'median':>8}{'p99':>8}{'max':>8}{'ticks':>7}{'wall s':>8}")
+        header = f"{'scenario':<18}{'median':>8}{'p99':>8}{'max':>8}{'ticks':>7}{'wall s':>8}"
+        print(header + f"{'gc max':>8}")
         for name, work in scenarios.items():
-            lags, elapsed = await measure(work)
+            lags, elapsed, longest_gc = await measure(work)
             ms = sorted(lag * 1000 for lag in lags)
             p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
             print(
                 f"{name:<18}{statistics.median(ms):8.2f}{p99:8.2f}{ms[-1]:8.2f}"
-                f"{len(ms):7d}{elapsed:8.2f}"
+                f"{len(ms):7d}{elapsed:8.2f}{longest_gc:8.2f}"
             )
 
 
