@@ -12,15 +12,21 @@ procpool's current start method (``forkserver`` on Linux unless set otherwise).
 from __future__ import annotations
 
 from collections.abc import Callable
-from multiprocessing import (
+from multiprocessing import (  # type: ignore[attr-defined]  # (typeshed lacks the two SUB*)
+    SUBDEBUG,
+    SUBWARNING,
     AuthenticationError,
     BufferTooShort,
     ProcessError,
     TimeoutError,
     active_children,
+    allow_connection_pickling,
     current_process,
     freeze_support,
+    get_logger,
+    log_to_stderr,
     parent_process,
+    reducer,
     set_executable,
     set_forkserver_preload,
 )
@@ -38,6 +44,7 @@ from ._errors import (
     TaskTimeoutError,
     WorkerLostError,
 )
+from ._executor import Future, ProcessPoolExecutor
 from ._pool import Pool
 from ._process import Process
 from ._start_method import get_start_method, set_start_method
@@ -71,7 +78,46 @@ Semaphore = _from_context("Semaphore")
 SimpleQueue = _from_context("SimpleQueue")
 Value = _from_context("Value")
 
+# The submodules of ``multiprocessing``, reachable as attributes (``procpool.connection.wait``)
+# as well as by import; each is imported when first asked for.
+_SUBMODULES = frozenset(
+    {
+        "connection",
+        "context",
+        "dummy",
+        "forkserver",
+        "heap",
+        "managers",
+        "pool",
+        "popen_fork",
+        "popen_forkserver",
+        "popen_spawn_posix",
+        "popen_spawn_win32",
+        "process",
+        "queues",
+        "reduction",
+        "resource_sharer",
+        "resource_tracker",
+        "shared_memory",
+        "sharedctypes",
+        "spawn",
+        "synchronize",
+        "util",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "SUBDEBUG",
+    "SUBWARNING",
     "Array",
     "AuthenticationError",
     "Barrier",
@@ -81,6 +127,7 @@ __all__ = [
     "Condition",
     "Context",
     "Event",
+    "Future",
     "InitializerError",
     "JoinableQueue",
     "Lock",
@@ -90,6 +137,7 @@ __all__ = [
     "PoolTerminatedError",
     "Process",
     "ProcessError",
+    "ProcessPoolExecutor",
     "ProcpoolError",
     "Queue",
     "RLock",
@@ -104,13 +152,17 @@ __all__ = [
     "Value",
     "WorkerLostError",
     "active_children",
+    "allow_connection_pickling",
     "cpu_count",
     "current_process",
     "freeze_support",
     "get_all_start_methods",
     "get_context",
+    "get_logger",
     "get_start_method",
+    "log_to_stderr",
     "parent_process",
+    "reducer",
     "set_executable",
     "set_forkserver_preload",
     "set_start_method",
