@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from itertools import islice
 from typing import Any, NoReturn, TypeVar, Unpack
 
@@ -21,6 +21,7 @@ from ._cpu import cpu_count
 from ._errors import PoolTerminatedError
 from ._options import ExceptionTypes, MapOptions, Options, TaskOptions, exception_types
 from ._policy import Lifecycle
+from ._progress import Progress
 from ._protocol import Mode
 from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult, _LazyIterator
 from ._scheduler import ProcessBackend
@@ -320,6 +321,7 @@ class Pool:
         options: MapOptions,
     ) -> MapResult[R]:
         self._check_running()
+        progress = options.pop("progress", None)
         chosen = self._options.override(options)
         chunksize = chosen.chunksize_allowed(chunksize)
         items = iterable if hasattr(iterable, "__len__") else list(iterable)
@@ -335,6 +337,7 @@ class Pool:
             callback,
             error_callback,
             chosen.return_exceptions,
+            Progress.start(progress, len(items)) if progress else None,  # type: ignore[arg-type]
         )
         if not chunks:
             return result
@@ -356,11 +359,18 @@ class Pool:
         options: MapOptions,
     ) -> _Lazy:
         self._check_running()
+        progress = options.pop("progress", None)
         chosen = self._options.override(options)
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         chunksize = chosen.chunksize_allowed(chunksize) or 1
-        iterator = kind(self._control, self._window(), chosen.return_exceptions)
+        total = len(iterable) if isinstance(iterable, Sized) else None
+        iterator = kind(
+            self._control,
+            self._window(),
+            chosen.return_exceptions,
+            Progress.start(progress, total) if progress else None,
+        )
         try:
             prepare = self._prepare(chosen, func)
         except Exception as exc:

@@ -25,6 +25,7 @@ from ._errors import (
     attach_remote_traceback,
     attempts_note,
 )
+from ._progress import Progress
 from ._protocol import RaisedItem, Status, decode_exception_parts
 from ._serialize import decode_exception
 
@@ -257,8 +258,10 @@ class MapResult(ApplyResult[list[T]]):
         callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
         return_exceptions: bool = False,
+        progress: Progress | None = None,
     ) -> None:
         super().__init__(callbacks, control, callback, error_callback)
+        self._progress = progress
         self._sizes = chunk_sizes
         self._in_place = return_exceptions
         self._chunks: list[_Decoder | None] = [None] * len(chunk_sizes)
@@ -288,8 +291,20 @@ class MapResult(ApplyResult[list[T]]):
             self._chunks[index] = outcome
             self._left -= 1
             done = self._left == 0
+        if self._progress is not None:
+            self._progress.add(self._sizes[index])
         if done:
             self._complete(self._assemble)
+
+    def _complete(self, outcome: _Decoder) -> None:
+        if self._progress is not None:
+            self._progress.close()
+        super()._complete(outcome)
+
+    def wait(self, timeout: float | None = None) -> None:
+        super().wait(timeout)
+        if self._progress is not None and self.ready():
+            self._progress.join()  # the last report is out before the caller goes on
 
     def _fail_fast(self, outcome: _Decoder) -> None:
         with self._lock:
@@ -319,8 +334,16 @@ class _LazyIterator(Generic[T]):
     waits on a consumer that has stopped reading.
     """
 
-    def __init__(self, control: Control, window: int, return_exceptions: bool = False) -> None:
+    def __init__(
+        self,
+        control: Control,
+        window: int,
+        return_exceptions: bool = False,
+        progress: Progress | None = None,
+    ) -> None:
         self._control = control
+        self._progress = progress
+        self._arrivals = 0  # chunks delivered, failed or standing for a failed input
         self._in_place = return_exceptions
         self._sizes: dict[int, int] = {}  # chunk index -> items, as the feeder read them
         self._cond = threading.Condition(threading.Lock())
@@ -358,7 +381,12 @@ class _LazyIterator(Generic[T]):
             raise TimeoutError
         try:
             while True:
-                decode = self._next_chunk(deadline)
+                try:
+                    decode = self._next_chunk(deadline)
+                except StopIteration:
+                    if self._progress is not None:
+                        self._progress.join()  # the last report is out before the loop ends
+                    raise
                 if decode is None:
                     return self._items.popleft()
                 success, value = decode()
@@ -406,18 +434,30 @@ class _LazyIterator(Generic[T]):
         with self._cond:
             size = self._sizes.pop(index, 1)
             self._arrive(index, _chunk_outcome(status, payload, attempts, self._in_place, size))
+            self._counted(size)
             self._cond.notify_all()
 
     def _fail(self, index: int, exc: BaseException) -> None:
         with self._cond:
-            self._arrive(index, _chunk_failure(exc, self._in_place, self._sizes.pop(index, 1)))
+            size = self._sizes.pop(index, 1)
+            self._arrive(index, _chunk_failure(exc, self._in_place, size))
+            self._counted(size)
             self._cond.notify_all()
 
     def _input_failed(self, index: int, exc: BaseException) -> None:
         """The input itself raised while chunk ``index`` was read: the results end there."""
         with self._cond:
             self._arrive(index, _failure(exc))
+            self._counted(0)
             self._cond.notify_all()
+
+    def _counted(self, items: int) -> None:
+        """A chunk of ``items`` arrived (under self._cond): progress, closed after the last."""
+        self._arrivals += 1
+        if self._progress is not None:
+            self._progress.add(items)
+            if self._arrivals == self._length:
+                self._progress.close()
 
     # -- the feeder side ----------------------------------------------------------------------
 
@@ -453,6 +493,8 @@ class _LazyIterator(Generic[T]):
     def _set_length(self, chunks: int) -> None:
         with self._cond:
             self._length = chunks
+            if self._progress is not None and self._arrivals == chunks:
+                self._progress.close()
             self._cond.notify_all()
 
     def _unthrottle(self) -> None:
@@ -464,14 +506,22 @@ class _LazyIterator(Generic[T]):
         """The pool ended: the feeder stops, and the consumer gets ``error`` past what arrived."""
         with self._cond:
             self._stop_error = error
+            if self._progress is not None:
+                self._progress.close()
             self._cond.notify_all()
 
 
 class IMapIterator(_LazyIterator[T]):
     """The iterator ``imap`` returns: results in input order."""
 
-    def __init__(self, control: Control, window: int, return_exceptions: bool = False) -> None:
-        super().__init__(control, window, return_exceptions)
+    def __init__(
+        self,
+        control: Control,
+        window: int,
+        return_exceptions: bool = False,
+        progress: Progress | None = None,
+    ) -> None:
+        super().__init__(control, window, return_exceptions, progress)
         self._arrived: dict[int, _Decoder] = {}
 
     def _take(self) -> _Decoder | None:
@@ -484,8 +534,14 @@ class IMapIterator(_LazyIterator[T]):
 class IMapUnorderedIterator(_LazyIterator[T]):
     """The iterator ``imap_unordered`` returns: results in completion order."""
 
-    def __init__(self, control: Control, window: int, return_exceptions: bool = False) -> None:
-        super().__init__(control, window, return_exceptions)
+    def __init__(
+        self,
+        control: Control,
+        window: int,
+        return_exceptions: bool = False,
+        progress: Progress | None = None,
+    ) -> None:
+        super().__init__(control, window, return_exceptions, progress)
         self._arrived: deque[_Decoder] = deque()
 
     def _take(self) -> _Decoder | None:

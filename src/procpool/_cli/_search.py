@@ -1,0 +1,176 @@
+"""The search side of ``procpool grep``: what a worker does with a part of the tree.
+
+It imports little (``os``, ``re`` and the walk), so a worker is ready the moment it starts.
+Files are read whole as bytes and searched without decoding: a fixed string with
+``bytes.find`` (``-i`` lowers both sides, ASCII only, like grep in the C locale), a regular
+expression with ``re`` on bytes. Lines are found around each match, so a file is split into
+lines only where it matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterator, Sequence
+
+from ._walk import DirJob, Walk
+
+__all__ = ["BINARY_PROBE", "Batch", "Grep", "Outcome", "Searcher", "StepOutcome", "Task"]
+
+# GNU grep decides that a file is binary from a NUL byte in its first buffer (32 KiB).
+BINARY_PROBE = 32768
+
+# What a batch yields: (path, output bytes) per file with output, error messages, whether any
+# file matched.
+Outcome = tuple[list[tuple[str, bytes]], list[str], bool]
+Batch = Sequence[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Searcher:
+    """One search, as the options chose it; it travels to the workers with each batch."""
+
+    pattern: bytes
+    regex: bool = False  # -E: ``pattern`` is a regular expression (Python's ``re`` syntax)
+    ignore_case: bool = False  # -i
+    word: bool = False  # -w: the match must stand between non-word characters
+    mode: str = "lines"  # "lines" (path:text), "list" (-l) or "count" (-c)
+    line_numbers: bool = False  # -n
+    text: bool = False  # -a: search binary files too
+    prefix: bool = True  # print the file name before each line (several files are searched)
+
+    def compile(self) -> re.Pattern[bytes] | None:
+        """The regular expression this search needs, or None where ``bytes.find`` will do."""
+        if not (self.regex or self.word or (self.ignore_case and not self.pattern.isascii())):
+            return None
+        source = self.pattern if self.regex else re.escape(self.pattern)
+        if self.word:
+            source = rb"(?<!\w)(?:" + source + rb")(?!\w)"
+        flags = re.MULTILINE | (re.IGNORECASE if self.ignore_case else 0)
+        return re.compile(source, flags)
+
+    def search_batch(self, paths: Batch) -> Outcome:
+        """Search each file of ``paths``; an unreadable one becomes an error message."""
+        compiled = self.compile()
+        found: list[tuple[str, bytes]] = []
+        errors: list[str] = []
+        matched = False
+        for path in paths:
+            try:
+                data = _read(path)
+            except OSError as exc:
+                errors.append(f"{path}: {exc.strerror or exc}")
+                continue
+            output, hit = self.search_data(path, data, compiled)
+            matched |= hit
+            if output:
+                found.append((path, output))
+        return found, errors, matched
+
+    def search_data(
+        self, path: str, data: bytes, compiled: re.Pattern[bytes] | None
+    ) -> tuple[bytes, bool]:
+        """grep's output for one file's contents, and whether any line matched."""
+        binary = not self.text and b"\0" in data[:BINARY_PROBE]
+        name = os.fsencode(path)
+        if binary or not data:
+            return (name + b":0\n" if self.mode == "count" else b""), False
+        folded = self.ignore_case and compiled is None
+        haystack, needle = (data.lower(), self.pattern.lower()) if folded else (data, self.pattern)
+        starts = _line_starts(data, haystack, needle, compiled)
+        if self.mode == "list":
+            hit = next(starts, None) is not None
+            return (name + b"\n" if hit else b""), hit
+        if self.mode == "count":
+            count = sum(1 for _ in starts)
+            return name + b":" + str(count).encode() + b"\n", count > 0
+        return self._lines(name, data, starts)
+
+    def _lines(self, name: bytes, data: bytes, starts: Iterator[int]) -> tuple[bytes, bool]:
+        out: list[bytes] = []
+        head = name + b":" if self.prefix else b""
+        number, counted_to = 1, 0
+        for start in starts:
+            end = data.find(b"\n", start)
+            end = len(data) if end < 0 else end
+            line_head = head
+            if self.line_numbers:
+                number += data.count(b"\n", counted_to, start)
+                counted_to = start
+                line_head += str(number).encode() + b":"
+            out += (line_head, data[start:end], b"\n")
+        return b"".join(out), bool(out)
+
+
+# Most source files fit in one read of this size: one open, one read, one close per file (a
+# file object would add an fstat and a seek).
+_READ_SIZE = 1 << 18
+
+
+def _read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, _READ_SIZE)
+        if len(data) < _READ_SIZE:
+            return data
+        parts = [data]
+        while chunk := os.read(fd, _READ_SIZE * 4):
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def _line_starts(
+    data: bytes, haystack: bytes, needle: bytes, compiled: re.Pattern[bytes] | None
+) -> Iterator[int]:
+    """The start of each line that matches, in order; each line once.
+
+    ``haystack`` is ``data`` or its lowered copy (same length) where ``needle`` is searched
+    without a regular expression."""
+    size = len(data)
+    position = 0
+    while position < size:
+        if compiled is None:
+            hit = haystack.find(needle, position)
+            if hit < 0:
+                return
+        else:
+            match = compiled.search(data, position)
+            if match is None:
+                return
+            hit = match.start()
+        start = data.rfind(b"\n", 0, hit) + 1
+        end = data.find(b"\n", hit)
+        end = size if end < 0 else end
+        if start == size:
+            return  # a match at the very end, after the last newline: no line holds it
+        # A regular expression may match across a newline (``\s``, ``[^x]``); grep matches
+        # within lines, so the line is checked on its own.
+        if compiled is None or compiled.search(data, start, end) is not None:
+            yield start
+        position = end + 1
+
+
+# A step of a search: files to search and directories to walk; what comes back adds the
+# directories the step did not reach.
+Task = tuple[list[str], list[DirJob]]
+StepOutcome = tuple[list[tuple[str, bytes]], list[str], bool, list[DirJob]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Grep:
+    """A whole search: what to look for and where. Workers run it one :meth:`step` at a time."""
+
+    searcher: Searcher
+    walk: Walk
+    budget: int = 128  # files (or directories) a step walks before it hands the rest back
+
+    def step(self, task: Task) -> StepOutcome:
+        """Search ``task``'s files and walk its directories for up to a budget of files more."""
+        files, stack = task
+        errors: list[str] = []
+        files = files + self.walk.explore(stack, self.budget, errors.append)
+        found, search_errors, matched = self.searcher.search_batch(files)
+        return found, errors + search_errors, matched, stack
