@@ -12,9 +12,11 @@ and ``imap_unordered``:
 
 Items are counted where their chunk's outcome arrives (the result sinks, on the pool's
 scheduler thread), which costs an addition and, at most once per report, setting an event. The
-bar itself, or the callable, runs on a thread of its own that wakes when items are done and
-then rests for :data:`INTERVAL`: at most ten reports a second however fast items finish, and
-never a terminal write on the scheduler thread. A report always follows the last item. A
+bar itself, or the callable, runs on a thread of its own that first reports after
+:data:`INTERVAL`, then wakes when items are done and rests for :data:`INTERVAL` again: at most
+ten reports a second however fast items finish, and never a terminal write on the scheduler
+thread. A report always follows the last item (so a job shorter than INTERVAL gets that one
+report only), and ``get()`` or the end of an imap returns only once it is out. A
 callable that raises gets no more reports, and its exception is raised where the results are
 taken (``get()``, the end of an imap), once they are all in.
 """
@@ -48,7 +50,6 @@ class Progress:
         self._wake = threading.Event()
         self._closed = threading.Event()
         self.error: BaseException | None = None
-        self._wake.set()  # a first report at once: the bar shows 0 of the total
         self._thread = threading.Thread(target=self._run, name="procpool-progress", daemon=True)
         self._thread.start()
 
@@ -93,6 +94,9 @@ class Progress:
     def _run(self) -> None:
         shown = -1
         try:
+            # The first report comes after INTERVAL: a job that ends sooner costs one report,
+            # its last, instead of a bar drawn while the job is running.
+            self._closed.wait(INTERVAL)
             while not self._closed.is_set():
                 self._wake.wait()
                 self._wake.clear()
@@ -142,8 +146,9 @@ def _bar(total: int | None, unit: str) -> Progress:
     def report(done: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = _new_bar(total, unit)
-        bar.update(done - bar.n)
+            bar = _new_bar(total, unit, done)
+        else:
+            bar.update(done - bar.n)
 
     def finish() -> None:
         if bar is not None:
@@ -152,11 +157,13 @@ def _bar(total: int | None, unit: str) -> Progress:
     return Progress(report, finish)
 
 
-def _new_bar(total: int | None, unit: str) -> Any:
+def _new_bar(total: int | None, unit: str, done: int) -> Any:
     from tqdm import tqdm
 
     class Bar(tqdm):  # type: ignore[type-arg]
         # No tqdm monitor thread: the reports already come at most every INTERVAL.
         monitor_interval = 0
 
-    return Bar(total=total, unit=unit, file=sys.stderr, mininterval=0, dynamic_ncols=True)
+    return Bar(
+        total=total, initial=done, unit=unit, file=sys.stderr, mininterval=0, dynamic_ncols=True
+    )
