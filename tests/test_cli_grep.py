@@ -18,8 +18,8 @@ pytestmark = pytest.mark.skipif(shutil.which("grep") is None, reason="needs GNU 
 
 HIDE = ("--exclude=.*", "--exclude-dir=.*")
 
-# More files than one step of the search walks (128), so the workers search this tree.
-MANY = 300
+# More files than one step of the search walks (1,024), so the workers search this tree.
+MANY = 1100
 
 
 @pytest.fixture(scope="module")

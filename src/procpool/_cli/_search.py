@@ -72,7 +72,7 @@ class Searcher:
         self, path: str, data: bytes, compiled: re.Pattern[bytes] | None
     ) -> tuple[bytes, bool]:
         """grep's output for one file's contents, and whether any line matched."""
-        binary = not self.text and b"\0" in data[:BINARY_PROBE]
+        binary = not self.text and data.find(b"\0", 0, BINARY_PROBE) >= 0
         name = os.fsencode(path)
         if binary or not data:
             return (name + b":0\n" if self.mode == "count" else b""), False
@@ -165,7 +165,7 @@ class Grep:
 
     searcher: Searcher
     walk: Walk
-    budget: int = 128  # files (or directories) a step walks before it hands the rest back
+    budget: int = 1024  # files (or directories) a step walks before it hands the rest back
 
     def step(self, task: Task) -> StepOutcome:
         """Search ``task``'s files and walk its directories for up to a budget of files more."""
