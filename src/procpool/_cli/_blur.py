@@ -122,7 +122,9 @@ def _target(source: str, out: str | None) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        import PIL  # noqa: F401
+        # Imported here, before the workers are forked from this process: they start with
+        # Pillow loaded instead of each importing it.
+        from PIL import Image, ImageFilter  # noqa: F401
     except ImportError:
         warn("blur", "needs Pillow, which is not installed: pip install 'procpool[cli]'")
         return EXIT_USAGE
@@ -138,7 +140,8 @@ def _run(args: argparse.Namespace) -> int:
         for source in _images(args.paths, args.glob)
     ]
     failed = 0
-    with make_pool(args.workers) as pool, progress_bar(not args.no_progress, len(jobs)) as bar:
+    pool = make_pool(args.workers, fork=True)
+    with pool, progress_bar(not args.no_progress, len(jobs)) as bar:
         for source, target, problem in pool.imap_unordered(blur_one, jobs):
             bar.add(1)
             if problem is None:
