@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from _cli import gnu_grep, lines, procpool
+from _cli import LIMIT, env, gnu_grep, lines, procpool
 
 pytestmark = pytest.mark.skipif(shutil.which("grep") is None, reason="needs GNU grep")
 
@@ -213,3 +215,19 @@ def test_workers_option_and_help(tree: Path) -> None:
         "exit status",
     ]:
         assert option in help_text
+
+
+def test_a_reader_that_goes_away_stops_the_search_quietly(tree: Path) -> None:
+    command = subprocess.Popen(
+        # Every line, three times over: far more than a pipe holds.
+        [sys.executable, "-m", "procpool", "grep", "-n", "", *[str(tree)] * 3],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env(),
+    )
+    assert command.stdout is not None
+    assert command.stdout.readline()  # one line, then the reader goes away (as `| head -1`)
+    command.stdout.close()
+    _, stderr = command.communicate(timeout=LIMIT)
+    assert command.returncode == 141
+    assert stderr == b""

@@ -6,17 +6,18 @@ Only the command imports this package, so the library pays nothing for it.
 
 Each subcommand is a :class:`Command` in :data:`COMMANDS`; adding one is adding an entry there.
 Exit statuses: 0 success, 1 some items failed (``grep``: nothing matched), 2 usage error
-(``grep``: an error), 130 interrupted by Ctrl-C.
+(``grep``: an error), 130 interrupted by Ctrl-C, 141 the output's reader went away.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from ._blur import BLUR
-from ._common import EXIT_INTERRUPTED, EXIT_USAGE, Command, UsageError
+from ._common import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, Command, UsageError
 from ._grep import GREP
 from ._map import MAP
 
@@ -68,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         # The pools have been stopped by now (a `with Pool()` block terminates on its way out).
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`procpool grep ... | head`): stop quietly, as a command killed
+        # by SIGPIPE does, and keep Python from complaining about the flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _positive_int(text: str) -> int:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from procpool._progress import Progress, ProgressOption
 
 __all__ = [
+    "EXIT_BROKEN_PIPE",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -28,6 +29,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # some items failed (grep: nothing matched)
 EXIT_USAGE = 2  # the command line is wrong (grep: an error occurred)
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+EXIT_BROKEN_PIPE = 141  # stdout's reader went away, as a shell reports SIGPIPE
 
 
 class UsageError(Exception):
