@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,8 @@ MANY = 1100
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Text files, a binary file, hidden files, symbolic links (one a loop, one dangling)."""
+    """Text files, a binary file, hidden files, symbolic links (one a loop, one dangling), a
+    FIFO."""
     root = tmp_path_factory.mktemp("tree")
     (root / "a.py").write_text("import Pool\nx = 1\nPool()\nlast Pool line, no newline")
     (root / "b.md").write_text("pool lower\nPOOL upper\nPooling, a longer word\n")
@@ -41,6 +43,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "loop").symlink_to(".")  # a symbolic link loop
     (root / "link.py").symlink_to("a.py")
     (root / "dangling").symlink_to("missing")
+    os.mkfifo(root / "pipe.txt")  # skipped inside a tree, as grep -r skips it (never opened)
     many = root / "many"
     many.mkdir()
     for i in range(MANY):
@@ -231,3 +234,18 @@ def test_a_reader_that_goes_away_stops_the_search_quietly(tree: Path) -> None:
     _, stderr = command.communicate(timeout=LIMIT)
     assert command.returncode == 141
     assert stderr == b""
+
+
+def test_a_fifo_on_the_command_line_is_read_to_its_end(tmp_path: Path) -> None:
+    fifo = tmp_path / "stream"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "w") as f:  # opens once the command opens the FIFO to read
+            f.write("filler line\n" * 5000 + "Pool at the end\n")  # past the first read
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    result = procpool("grep", "-n", "Pool", str(fifo))
+    writer.join(LIMIT)
+    assert (result.stdout, result.returncode) == (b"5001:Pool at the end\n", 0)

@@ -130,7 +130,9 @@ def _search(
     """Each step's outcome. The first step walks here; a tree it walks to the end (fewer
     files than a step's budget) is searched here too, since starting workers would cost more
     than they save. Otherwise the workers walk and search the rest, a step each."""
-    files, stack = grep.walk.start(operands, on_error)
+    files, others, stack = grep.walk.start(operands, on_error)
+    if others:
+        yield grep.searcher.search_batch(others, regular=False)
     files += grep.walk.explore(stack, grep.budget, on_error)
     if not stack:
         yield grep.searcher.search_batch(files)

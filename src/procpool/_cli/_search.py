@@ -50,15 +50,18 @@ class Searcher:
         flags = re.MULTILINE | (re.IGNORECASE if self.ignore_case else 0)
         return re.compile(source, flags)
 
-    def search_batch(self, paths: Batch) -> Outcome:
-        """Search each file of ``paths``; an unreadable one becomes an error message."""
+    def search_batch(self, paths: Batch, regular: bool = True) -> Outcome:
+        """Search each file of ``paths``; an unreadable one becomes an error message.
+
+        ``regular``: the paths are regular files (what a walk finds), whose first short read
+        is their end; others (a FIFO named on the command line) are read to their end."""
         compiled = self.compile()
         found: list[tuple[str, bytes]] = []
         errors: list[str] = []
         matched = False
         for path in paths:
             try:
-                data = _read(path)
+                data = _read(path, self.text, regular)
             except OSError as exc:
                 errors.append(f"{path}: {exc.strerror or exc}")
                 continue
@@ -69,12 +72,12 @@ class Searcher:
         return found, errors, matched
 
     def search_data(
-        self, path: str, data: bytes, compiled: re.Pattern[bytes] | None
+        self, path: str, data: bytes | None, compiled: re.Pattern[bytes] | None
     ) -> tuple[bytes, bool]:
-        """grep's output for one file's contents, and whether any line matched."""
-        binary = not self.text and data.find(b"\0", 0, BINARY_PROBE) >= 0
+        """grep's output for one file's contents (None: a binary file, skipped), and whether
+        any line matched."""
         name = os.fsencode(path)
-        if binary or not data:
+        if not data:
             return (name + b":0\n" if self.mode == "count" else b""), False
         folded = self.ignore_case and compiled is None
         haystack, needle = (data.lower(), self.pattern.lower()) if folded else (data, self.pattern)
@@ -103,20 +106,28 @@ class Searcher:
         return b"".join(out), bool(out)
 
 
-# Most source files fit in one read of this size: one open, one read, one close per file (a
-# file object would add an fstat and a seek).
-_READ_SIZE = 1 << 18
+# Bytes in the first read of a file: enough to tell a binary file (and to hold most source
+# files whole). A binary file is left after that read, however large it is.
+_READ_FIRST = BINARY_PROBE
+# Bytes in each later read.
+_READ_MORE = 1 << 20
 
 
-def _read(path: str) -> bytes:
+def _read(path: str, text: bool, regular: bool) -> bytes | None:
+    """A file's contents; None for a binary file (a NUL byte in its first 32 KiB) unless
+    ``text``. One open, one read and one close for most source files."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        data = os.read(fd, _READ_SIZE)
-        if len(data) < _READ_SIZE:
+        data = os.read(fd, _READ_FIRST)
+        if not text and data.find(b"\0") >= 0:
+            return None
+        if regular and len(data) < _READ_FIRST:
             return data
         parts = [data]
-        while chunk := os.read(fd, _READ_SIZE * 4):
+        while chunk := os.read(fd, _READ_MORE):
             parts.append(chunk)
+            if regular and len(chunk) < _READ_MORE:
+                break
         return b"".join(parts)
     finally:
         os.close(fd)

@@ -48,24 +48,26 @@ class Walk:
 
     def start(
         self, operands: Sequence[str], on_error: Callable[[str], None]
-    ) -> tuple[list[str], list[DirJob]]:
-        """The command line's files to search and its directories to walk. Files are named as
-        grep names them: ``dir/sub/file``, or ``sub/file`` under the implicit ``.``."""
+    ) -> tuple[list[str], list[str], list[DirJob]]:
+        """The command line's regular files, its other files (FIFOs, devices: read to their
+        end) and its directories to walk. Files are named as grep names them: ``dir/sub/file``,
+        or ``sub/file`` under the implicit ``.``."""
         files: list[str] = []
+        others: list[str] = []
         directories: list[DirJob] = []
         for operand in operands or ["."]:
             try:
-                info = os.stat(operand)
+                mode = os.stat(operand).st_mode
             except OSError as exc:
                 on_error(f"{operand}: {exc.strerror}")
                 continue
-            if stat.S_ISDIR(info.st_mode):
+            if stat.S_ISDIR(mode):
                 prefix = "" if not operands else operand if operand.endswith("/") else operand + "/"
                 directories.append((operand, prefix, ()))
             elif _wanted(os.path.basename(operand), *self._filters):
-                files.append(operand)
+                (files if stat.S_ISREG(mode) else others).append(operand)
         directories.reverse()  # the stack pops the first operand first
-        return files, directories
+        return files, others, directories
 
     def explore(
         self, stack: list[DirJob], budget: int, on_error: Callable[[str], None]
