@@ -78,7 +78,7 @@ class Searcher:
         any line matched."""
         name = os.fsencode(path)
         if not data:
-            return (name + b":0\n" if self.mode == "count" else b""), False
+            return (self._count(name, 0) if self.mode == "count" else b""), False
         folded = self.ignore_case and compiled is None
         haystack, needle = (data.lower(), self.pattern.lower()) if folded else (data, self.pattern)
         starts = _line_starts(data, haystack, needle, compiled)
@@ -87,8 +87,11 @@ class Searcher:
             return (name + b"\n" if hit else b""), hit
         if self.mode == "count":
             count = sum(1 for _ in starts)
-            return name + b":" + str(count).encode() + b"\n", count > 0
+            return self._count(name, count), count > 0
         return self._lines(name, data, starts)
+
+    def _count(self, name: bytes, count: int) -> bytes:
+        return (name + b":" if self.prefix else b"") + str(count).encode() + b"\n"
 
     def _lines(self, name: bytes, data: bytes, starts: Iterator[int]) -> tuple[bytes, bool]:
         out: list[bytes] = []
