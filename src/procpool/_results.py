@@ -514,14 +514,8 @@ class _LazyIterator(Generic[T]):
 class IMapIterator(_LazyIterator[T]):
     """The iterator ``imap`` returns: results in input order."""
 
-    def __init__(
-        self,
-        control: Control,
-        window: int,
-        return_exceptions: bool = False,
-        progress: Progress | None = None,
-    ) -> None:
-        super().__init__(control, window, return_exceptions, progress)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # _LazyIterator's arguments
+        super().__init__(*args, **kwargs)
         self._arrived: dict[int, _Decoder] = {}
 
     def _take(self) -> _Decoder | None:
@@ -534,14 +528,8 @@ class IMapIterator(_LazyIterator[T]):
 class IMapUnorderedIterator(_LazyIterator[T]):
     """The iterator ``imap_unordered`` returns: results in completion order."""
 
-    def __init__(
-        self,
-        control: Control,
-        window: int,
-        return_exceptions: bool = False,
-        progress: Progress | None = None,
-    ) -> None:
-        super().__init__(control, window, return_exceptions, progress)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # _LazyIterator's arguments
+        super().__init__(*args, **kwargs)
         self._arrived: deque[_Decoder] = deque()
 
     def _take(self) -> _Decoder | None:
