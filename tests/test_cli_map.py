@@ -174,7 +174,8 @@ def test_help_names_every_option() -> None:
     help_text = procpool("map", "--help").stdout.decode()
     for option in ["--unordered", "--json", "--timeout", "--retries", "--chunksize", "--progress"]:
         assert option in help_text
-    assert "-j N, --workers N" in help_text
+    assert "-j" in help_text
+    assert "--workers N" in help_text
     top = procpool("--help").stdout.decode()
     assert all(name in top for name in ["map", "grep", "blur"])
     assert procpool().returncode == 2  # no command

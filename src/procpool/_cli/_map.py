@@ -162,6 +162,9 @@ def _items(args: argparse.Namespace) -> tuple[Iterable[str], int | None]:
     """The items and, where known, how many."""
     if args.items and args.items != ["-"]:
         return args.items, len(args.items)
+    # Lines that are not UTF-8 still arrive (and leave), as Python's file names do.
+    sys.stdin.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
     return (line.rstrip("\n") for line in sys.stdin), None
 
 
@@ -186,7 +189,7 @@ def _run(args: argparse.Namespace) -> int:
         for chunk, outcomes in jobs.results(ordered=not args.unordered):
             for (_, item), outcome in zip(chunk, outcomes, strict=True):
                 if outcome[0]:
-                    print(outcome[1], flush=not args.unordered)
+                    print(outcome[1], flush=True)  # a stream's results as they come
                 else:
                     failures += 1
                     _report(item, outcome, args.verbose)
