@@ -155,7 +155,8 @@ class _Steps:
     def run(
         self, files: list[str], stack: list[DirJob], on_error: Callable[[str], None]
     ) -> Iterator[Outcome]:
-        self._submit((files, []))
+        if files:
+            self._submit((files, []))
         self._share(stack)
         while self._in_flight:
             outcome = self._arrived.get()

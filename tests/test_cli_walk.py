@@ -1,0 +1,58 @@
+"""The walk's .gitignore rules and globs, without processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from procpool._cli._walk import GitIgnore, Walk
+
+
+@pytest.mark.parametrize(
+    ("rules", "path", "is_dir", "ignored"),
+    [
+        ("*.log", "a.log", False, True),
+        ("*.log", "deep/er/a.log", False, True),  # no slash: any depth
+        ("*.log", "a.logx", False, None),
+        ("/top.txt", "top.txt", False, True),  # a leading slash anchors
+        ("/top.txt", "sub/top.txt", False, None),
+        ("doc/*.md", "doc/a.md", False, True),  # a middle slash anchors too
+        ("doc/*.md", "x/doc/a.md", False, None),
+        ("doc/*.md", "doc/sub/a.md", False, None),  # * stops at /
+        ("build/", "build", True, True),  # a trailing slash: directories only
+        ("build/", "build", False, None),
+        ("**/cache", "a/b/cache", True, True),
+        ("a/**/b", "a/b", False, True),
+        ("a/**/b", "a/x/y/b", False, True),
+        ("logs/**", "logs/x/y.txt", False, True),
+        ("*.log\n!keep.log", "keep.log", False, False),  # the last matching rule decides
+        ("!keep.log\n*.log", "keep.log", False, True),
+        ("file[0-9].txt", "file7.txt", False, True),
+        ("file[!0-9].txt", "file7.txt", False, None),
+        ("\\#hash", "#hash", False, True),  # an escaped # is a name, not a comment
+        ("# comment\n\n", "# comment", False, None),
+        ("trailing\\ ", "trailing ", False, True),  # an escaped trailing space stays
+        ("spaces   ", "spaces", False, True),  # unescaped trailing spaces go
+    ],
+)
+def test_gitignore_rules(rules: str, path: str, is_dir: bool, ignored: bool | None) -> None:
+    assert GitIgnore(rules).decide(path, is_dir) is ignored
+
+
+def test_globs_include_by_name_and_exclude_files_and_directories(tmp_path: Path) -> None:
+    root = tmp_path
+    for name in ["a.py", "b.txt", "c.PY", "skip/d.py", "keep/e.py", "keep/f.md"]:
+        (root / name).parent.mkdir(exist_ok=True)
+        (root / name).write_text("x")
+    walk = Walk(globs=["*.py", "*.md", "!skip"])
+    files, others, stack = walk.start([str(root)], pytest.fail)
+    found = walk.explore(stack, 100, pytest.fail)
+    assert (files, others, stack) == ([], [], [])
+    assert sorted(p[len(str(root)) + 1 :] for p in found) == ["a.py", "keep/e.py", "keep/f.md"]
+    # Globs other than *.ext go through fnmatch.
+    walk = Walk(globs=["?.[pP][yY]"])
+    _, _, stack = walk.start([str(root)], pytest.fail)
+    found = walk.explore(stack, 100, pytest.fail)
+    expected = ["a.py", "c.PY", "keep/e.py", "skip/d.py"]
+    assert sorted(p[len(str(root)) + 1 :] for p in found) == expected
