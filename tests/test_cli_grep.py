@@ -249,3 +249,21 @@ def test_a_fifo_on_the_command_line_is_read_to_its_end(tmp_path: Path) -> None:
     result = procpool("grep", "-n", "Pool", str(fifo))
     writer.join(LIMIT)
     assert (result.stdout, result.returncode) == (b"5001:Pool at the end\n", 0)
+
+
+def test_output_before_the_workers_start_is_printed_once(tree: Path, tmp_path: Path) -> None:
+    """A FIFO operand is searched before the workers of a large tree are forked: what it
+    printed must not be printed again by the forked workers as they exit."""
+    fifo = tmp_path / "stream"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "w") as f:
+            f.write("Pool from the stream\n")
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    result = procpool("grep", "Pool", str(fifo), str(tree / "many"))
+    writer.join(LIMIT)
+    assert result.stdout.count(b"Pool from the stream") == 1
+    assert len(result.stdout.splitlines()) == 1 + len(range(0, MANY, 7))

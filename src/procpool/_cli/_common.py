@@ -68,6 +68,10 @@ def make_pool(workers: int | None, *, fork: bool = False, **options: Any) -> Poo
     context = None
     if fork and threading.active_count() == 1 and "fork" in procpool.get_all_start_methods():
         context = procpool.get_context("fork")
+        # A forked worker flushes its copy of these buffers when it exits: empty them first,
+        # or what the command has printed so far would be printed again.
+        sys.stdout.flush()
+        sys.stderr.flush()
     return procpool.Pool(workers, context=context, **options)
 
 
