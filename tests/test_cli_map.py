@@ -117,6 +117,8 @@ def test_dead_worker_fails_its_item_and_retries_rerun_it(work: Path) -> None:
     assert result.stdout.decode().split() == ["a", "b"]
     assert result.returncode == 1
     assert "item 'die' failed: WorkerLostError" in result.stderr.decode()
+    twice = procpool("map", "-v", "--retries", "1", "tasks:die", "die", cwd=work).stderr.decode()
+    assert "earlier attempts at this task failed" in twice  # -v: the record of the attempts
     retried = procpool("map", "--retries", "1", "tasks:die_once", str(work / "marker"), cwd=work)
     assert (retried.stdout, retried.returncode) == (b"second attempt\n", 0)
 

@@ -265,7 +265,10 @@ class _Jobs:
 
     def _submit(self, chunk: _Chunk) -> None:
         def failed(exc: BaseException) -> None:
-            self._arrived.put((chunk, [(False, _one_line(exc), "")] * len(chunk)))
+            # The whole task failed: -v shows the error in full (with the record of the
+            # attempts that --retries made).
+            detail = "".join(traceback.format_exception(exc))
+            self._arrived.put((chunk, [(False, _one_line(exc), detail)] * len(chunk)))
 
         self._pool.apply_async(
             self._apply,
