@@ -51,9 +51,13 @@ examples:
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", metavar="PATTERN", help="the string (or -E expression)")
     parser.add_argument("paths", nargs="*", metavar="PATH", help="files and directories")
-    parser.add_argument("-E", "--regexp", action="store_true", help="PATTERN is a regex")
+    parser.add_argument(
+        "-E", "--regex", action="store_true", help="PATTERN is a regular expression (Python's)"
+    )
     parser.add_argument("-i", "--ignore-case", action="store_true", help="ignore case")
-    parser.add_argument("-w", "--word", action="store_true", help="match whole words only")
+    parser.add_argument(
+        "-w", "--word-regexp", action="store_true", help="match whole words only (as grep)"
+    )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("-l", "--files-with-matches", action="store_true", help="paths only")
     output.add_argument("-c", "--count", action="store_true", help="matching lines per file")
@@ -108,9 +112,9 @@ def _searcher(args: argparse.Namespace) -> Searcher:
     operands = args.paths
     searcher = Searcher(
         pattern,
-        regex=args.regexp,
+        regex=args.regex,
         ignore_case=args.ignore_case,
-        word=args.word,
+        word=args.word_regexp,
         mode="list" if args.files_with_matches else "count" if args.count else "lines",
         line_numbers=args.line_number,
         text=args.text,
