@@ -47,6 +47,8 @@ class Process(BaseProcess):
     """
 
     _start_method: str | None = None
+    # False for processes whose result nobody asks for (a pool's workers, say): no pipe.
+    _sends_result = True
 
     @staticmethod
     def _Popen(process_obj: BaseProcess) -> Any:
@@ -61,6 +63,8 @@ class Process(BaseProcess):
 
     def start(self) -> None:
         """Start the child, with the pipe that will bring its result back."""
+        if not self._sends_result:
+            return super().start()
         reader, writer = multiprocessing.Pipe(duplex=False)
         self._procpool_writer = writer
         try:
@@ -95,6 +99,8 @@ class Process(BaseProcess):
         """
         if self._popen is None:  # type: ignore[attr-defined]
             raise ValueError(f"result() of {self!r}, which was never started")
+        if not self._sends_result:
+            raise ValueError(f"result() of {self!r}, whose class sends no result")
         if "_procpool_lock" not in self.__dict__:
             raise ValueError(f"result() of {self!r}: only the process that started it has it")
         self.join(timeout)
