@@ -148,3 +148,16 @@ def test_invalid_option(bad: Any) -> None:
             pool.map(square, range(3), progress=bad)
         with pytest.raises(TypeError, match="progress"):
             pool.apply(square, (3,), progress=True)  # type: ignore[call-arg]
+
+
+def test_an_abandoned_imap_ends_its_reports_with_the_pool() -> None:
+    calls: list[tuple[int, int | None]] = []
+    pool = procpool.Pool(1)
+    iterator = pool.imap(square, range(1000), progress=lambda *call: calls.append(call))
+    assert next(iterator) == 0  # then the consumer stops reading
+    reporter = iterator._progress
+    assert reporter is not None
+    pool.close()  # the rest of the input still runs...
+    pool.join()
+    reporter.join()  # ...and the reports end with it
+    assert calls[-1] == (1000, 1000)
