@@ -9,16 +9,23 @@ subclass that overrides ``run()``. The parent starts them, waits with ``join()``
 
 from __future__ import annotations
 
+import sys
 import time
 
 from procpool import Process
+
+
+def say(line: str) -> None:
+    """Print a line in one write: lines from processes that run at once stay whole."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def worker(label: str, steps: int, duration: float = 0.01) -> None:
     """A child's work: a few steps of ``duration`` seconds each."""
     for step in range(1, steps + 1):
         time.sleep(duration)
-        print(f"worker {label}: step {step} of {steps}", flush=True)
+        say(f"worker {label}: step {step} of {steps}")
 
 
 class Counter(Process):
@@ -30,7 +37,7 @@ class Counter(Process):
         self.upto = upto
 
     def run(self) -> None:
-        print(f"{self.name}: total {sum(range(self.upto + 1))}", flush=True)
+        say(f"{self.name}: total {sum(range(self.upto + 1))}")
 
 
 def main() -> None:
@@ -42,15 +49,15 @@ def main() -> None:
         process.start()
     for process in direct:
         process.join()
-        print(f"{process.name}: daemon={process.daemon} alive={process.is_alive()}")
-        print(f"{process.name}: exit code {process.exitcode}")
+        say(f"{process.name}: daemon={process.daemon} alive={process.is_alive()}")
+        say(f"{process.name}: exit code {process.exitcode}")
 
     counters = [Counter("x", 10), Counter("y", 100)]
     for counter in counters:
         counter.start()
     for counter in counters:
         counter.join()
-        print(f"{counter.name} finished with exit code {counter.exitcode}")
+        say(f"{counter.name} finished with exit code {counter.exitcode}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ LIMIT = 60
 
 def env() -> dict[str, str]:
     """The environment of the commands: the C locale, so GNU grep compares bytes as we do."""
-    return {**os.environ, "LC_ALL": "C", "PYTHONUNBUFFERED": "1"}
+    return {**os.environ, "LC_ALL": "C"}
 
 
 def procpool(

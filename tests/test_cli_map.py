@@ -143,9 +143,12 @@ def test_usage_errors(work: Path, args: tuple[str, ...], message: str) -> None:
 def test_ctrl_c_exits_130_and_leaves_no_worker(work: Path) -> None:
     fifo = work / "started"
     os.mkfifo(fifo)
+    # Opened for reading and writing: the tasks' opens for writing do not block, and the FIFO
+    # is readable only when a task has written to it (never at a writer's end of file).
+    started = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
     # A new session, so that the test can signal the command's whole process group as a
     # terminal's Ctrl-C does (the workers receive the SIGINT too).
-    command = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "procpool", "map", "-j", "2", "tasks:report_and_hang"]
         + [str(fifo)] * 2,
         cwd=work,
@@ -153,20 +156,19 @@ def test_ctrl_c_exits_130_and_leaves_no_worker(work: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-    )
-    try:
-        pids = set()
-        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-        with os.fdopen(fd) as reader:
+    ) as command:
+        try:
+            pids: set[int] = set()
             while len(pids) < 2:
-                assert select.select([reader], [], [], LIMIT)[0], "the tasks never started"
-                pids.update(int(line) for line in reader.read().split())
-        os.killpg(command.pid, signal.SIGINT)
-        _, stderr = command.communicate(timeout=LIMIT)
-    finally:
-        if command.poll() is None:
-            os.killpg(command.pid, signal.SIGKILL)
-            command.wait()
+                assert select.select([started], [], [], LIMIT)[0], "the tasks never started"
+                pids.update(int(line) for line in os.read(started, 4096).split())
+            os.killpg(command.pid, signal.SIGINT)
+            _, stderr = command.communicate(timeout=LIMIT)
+        finally:
+            os.close(started)
+            if command.poll() is None:
+                os.killpg(command.pid, signal.SIGKILL)
+                command.wait()
     assert command.returncode == 130
     assert b"Traceback" not in stderr
     assert wait_gone(pids, timeout=10) == set()
