@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from procpool._cli._search import Searcher
 from procpool._cli._walk import GitIgnore, Walk
 
 
@@ -56,3 +57,23 @@ def test_globs_include_by_name_and_exclude_files_and_directories(tmp_path: Path)
     found = walk.explore(stack, 100, pytest.fail)
     expected = ["a.py", "c.PY", "keep/e.py", "skip/d.py"]
     assert sorted(p[len(str(root)) + 1 :] for p in found) == expected
+
+
+@pytest.mark.parametrize("mode", ["lines", "list", "count"])
+@pytest.mark.parametrize("block", [40, 64, 1 << 26])
+def test_large_files_are_searched_in_blocks(tmp_path: Path, mode: str, block: int) -> None:
+    """A file larger than a block gives the output it gives whole (line numbers included),
+    with blocks small enough here to cut it many times."""
+    path = tmp_path / "big.txt"
+    lines = [f"line {i} {'Pool' if i % 5 == 0 else 'none'} {'x' * (i % 13)}" for i in range(3000)]
+    path.write_text("\n".join(lines))  # no newline at the end; larger than the first read
+    assert path.stat().st_size > 2**15
+    searcher = Searcher(b"Pool", mode=mode, line_numbers=True, block=block)
+    found, errors, matched = searcher.search_batch([str(path)])
+    assert (errors, matched) == ([], True)
+    expected = {
+        "lines": "".join(f"{path}:{i + 1}:{line}\n" for i, line in enumerate(lines) if i % 5 == 0),
+        "list": f"{path}\n",
+        "count": f"{path}:600\n",
+    }[mode]
+    assert found == [(str(path), expected.encode())]

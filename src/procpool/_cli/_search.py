@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 
 from ._walk import DirJob, Walk
 
@@ -39,6 +39,9 @@ class Searcher:
     line_numbers: bool = False  # -n
     text: bool = False  # -a: search binary files too
     prefix: bool = True  # print the file name before each line (several files are searched)
+    # Bytes searched at a time: a larger file is searched a block of whole lines at a time, so
+    # that memory stays bounded whatever its size (a longer line is cut where a block ends).
+    block: int = 1 << 26
 
     def compile(self) -> re.Pattern[bytes] | None:
         """The regular expression this search needs, or None where ``bytes.find`` will do."""
@@ -60,43 +63,55 @@ class Searcher:
         errors: list[str] = []
         matched = False
         for path in paths:
+            blocks = None
             try:
-                data = _read(path, self.text, regular)
+                blocks = _read(path, self.text, regular, self.block)
+                output, hit = self.search_file(path, blocks, compiled)
             except OSError as exc:
                 errors.append(f"{path}: {exc.strerror or exc}")
                 continue
-            output, hit = self.search_data(path, data, compiled)
+            finally:
+                if isinstance(blocks, Generator):
+                    blocks.close()  # -l may stop reading a large file early
             matched |= hit
             if output:
                 found.append((path, output))
         return found, errors, matched
 
-    def search_data(
-        self, path: str, data: bytes | None, compiled: re.Pattern[bytes] | None
+    def search_file(
+        self, path: str, blocks: Iterable[bytes] | None, compiled: re.Pattern[bytes] | None
     ) -> tuple[bytes, bool]:
-        """grep's output for one file's contents (None: a binary file, skipped), and whether
-        any line matched."""
+        """grep's output for one file, given as blocks of whole lines (None: a binary file,
+        skipped), and whether any line matched."""
         name = os.fsencode(path)
-        if not data:
-            return (self._count(name, 0) if self.mode == "count" else b""), False
+        out: list[bytes] = []
+        count = lines_before = 0
+        for data in blocks or ():
+            starts = self._matching_lines(data, compiled)
+            if self.mode == "list":
+                if next(starts, None) is not None:
+                    return name + b"\n", True
+            elif self.mode == "count":
+                count += sum(1 for _ in starts)
+            else:
+                out += self._lines(name, data, starts, lines_before)
+                if self.line_numbers:
+                    lines_before += data.count(b"\n")
+        if self.mode == "count":
+            return (name + b":" if self.prefix else b"") + str(count).encode() + b"\n", count > 0
+        return b"".join(out), bool(out)
+
+    def _matching_lines(self, data: bytes, compiled: re.Pattern[bytes] | None) -> Iterator[int]:
         folded = self.ignore_case and compiled is None
         haystack, needle = (data.lower(), self.pattern.lower()) if folded else (data, self.pattern)
-        starts = _line_starts(data, haystack, needle, compiled)
-        if self.mode == "list":
-            hit = next(starts, None) is not None
-            return (name + b"\n" if hit else b""), hit
-        if self.mode == "count":
-            count = sum(1 for _ in starts)
-            return self._count(name, count), count > 0
-        return self._lines(name, data, starts)
+        return _line_starts(data, haystack, needle, compiled)
 
-    def _count(self, name: bytes, count: int) -> bytes:
-        return (name + b":" if self.prefix else b"") + str(count).encode() + b"\n"
-
-    def _lines(self, name: bytes, data: bytes, starts: Iterator[int]) -> tuple[bytes, bool]:
+    def _lines(
+        self, name: bytes, data: bytes, starts: Iterator[int], lines_before: int
+    ) -> list[bytes]:
         out: list[bytes] = []
         head = name + b":" if self.prefix else b""
-        number, counted_to = 1, 0
+        number, counted_to = lines_before + 1, 0
         for start in starts:
             end = data.find(b"\n", start)
             end = len(data) if end < 0 else end
@@ -106,7 +121,7 @@ class Searcher:
                 counted_to = start
                 line_head += str(number).encode() + b":"
             out += (line_head, data[start:end], b"\n")
-        return b"".join(out), bool(out)
+        return out
 
 
 # Bytes in the first read of a file: enough to tell a binary file (and to hold most source
@@ -116,22 +131,42 @@ _READ_FIRST = BINARY_PROBE
 _READ_MORE = 1 << 20
 
 
-def _read(path: str, text: bool, regular: bool) -> bytes | None:
-    """A file's contents; None for a binary file (a NUL byte in its first 32 KiB) unless
-    ``text``. One open, one read and one close for most source files."""
+def _read(path: str, text: bool, regular: bool, block: int) -> Iterable[bytes] | None:
+    """A file's contents, in blocks of whole lines; None for a binary file (a NUL byte in its
+    first 32 KiB) unless ``text``. One open, one read and one close for most source files."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         data = os.read(fd, _READ_FIRST)
-        if not text and data.find(b"\0") >= 0:
-            return None
-        if regular and len(data) < _READ_FIRST:
-            return data
-        parts = [data]
+    except BaseException:
+        os.close(fd)
+        raise
+    binary = not text and data.find(b"\0") >= 0
+    if binary or (regular and len(data) < _READ_FIRST):
+        os.close(fd)
+        return None if binary else (data,)
+    return _blocks(fd, data, regular, block)
+
+
+def _blocks(fd: int, data: bytes, regular: bool, block: int) -> Generator[bytes, None, None]:
+    """The rest of the file open at ``fd`` (``data`` already read from it), in blocks that end
+    at a line's end; closes ``fd`` when done or closed."""
+    try:
+        parts, size = [data], len(data)
         while chunk := os.read(fd, _READ_MORE):
             parts.append(chunk)
+            size += len(chunk)
+            if size >= block:
+                joined = b"".join(parts)
+                start = 0
+                while len(joined) - start >= block:
+                    cut = joined.rfind(b"\n", start, start + block) + 1 or start + block
+                    yield joined[start:cut]
+                    start = cut
+                parts, size = [joined[start:]], len(joined) - start
             if regular and len(chunk) < _READ_MORE:
                 break
-        return b"".join(parts)
+        if size:
+            yield b"".join(parts)
     finally:
         os.close(fd)
 
