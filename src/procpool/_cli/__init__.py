@@ -4,7 +4,8 @@
 searches a tree of files, ``procpool blur`` blurs images; each in a pool of worker processes.
 Only the command imports this package, so the library pays nothing for it.
 
-Each subcommand is a :class:`Command` in :data:`COMMANDS`; adding one is adding an entry there.
+Each subcommand is a module with a :class:`Command` named ``COMMAND``, listed in
+:data:`COMMANDS`; adding one is adding an entry there.
 Exit statuses: 0 success, 1 some items failed (``grep``: nothing matched), 2 usage error
 (``grep``: an error), 130 interrupted by Ctrl-C, 141 the output's reader went away.
 """
@@ -12,53 +13,63 @@ Exit statuses: 0 success, 1 some items failed (``grep``: nothing matched), 2 usa
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
-from ._blur import BLUR
 from ._common import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, Command, UsageError
-from ._grep import GREP
-from ._map import MAP
 
 __all__ = ["COMMANDS", "main"]
 
-# The subcommands, in the order `procpool --help` lists them. `procpool bench` (the benchmark
-# suite's side-by-side run) joins them here as one more Command.
-COMMANDS: list[Command] = [MAP, GREP, BLUR]
+# The subcommands, in the order `procpool --help` lists them: name -> (summary, the module
+# whose COMMAND runs it). Only the module of the command being run is imported, so one
+# command never pays for another's imports. `procpool bench` (the benchmark suite's
+# side-by-side run) joins them here as one more entry.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "map": ("call a Python function on each item, in parallel", "procpool._cli._map"),
+    "grep": ("search files for a string, in parallel (like grep -r)", "procpool._cli._grep"),
+    "blur": ("blur images with Pillow, in parallel", "procpool._cli._blur"),
+}
 
 
-def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:
-    """The command line's parser, one subparser per command."""
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The command line's parser: a subparser per command, with its options for the command
+    ``argv`` names (the others are only listed)."""
     parser = argparse.ArgumentParser(
         prog="procpool",
         description="Run work in parallel in a pool of worker processes.",
         epilog="Run `procpool COMMAND --help` for a command's options.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in commands:
+    chosen = argv[0] if argv else None
+    for name, (summary, module) in COMMANDS.items():
         sub = subparsers.add_parser(
-            command.name,
-            help=command.summary,
-            description=command.description,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            name, help=summary, formatter_class=argparse.RawDescriptionHelpFormatter
         )
-        sub.add_argument(
-            "-j",
-            "--workers",
-            type=_positive_int,
-            default=None,
-            metavar="N",
-            help="worker processes (default: the CPUs this process may use)",
-        )
-        command.configure(sub)
-        sub.set_defaults(_command=command, _parser=sub)
+        if name == chosen:
+            _configure(sub, importlib.import_module(module).COMMAND)
     return parser
+
+
+def _configure(parser: argparse.ArgumentParser, command: Command) -> None:
+    parser.description = command.description
+    parser.add_argument(
+        "-j",
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="worker processes (default: the CPUs this process may use)",
+    )
+    command.configure(parser)
+    parser.set_defaults(_command=command, _parser=parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         status: int = args._command.run(args)
         return status

@@ -23,7 +23,7 @@ from ._common import (
     warn,
 )
 
-__all__ = ["BLUR", "blur_one"]
+__all__ = ["COMMAND", "blur_one"]
 
 _PREFIX = "blurred_"
 _EXISTS = "exists (--force overwrites it)"
@@ -154,9 +154,7 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-BLUR = Command(
-    "blur",
-    "blur images with Pillow, in parallel",
+COMMAND = Command(
     _DESCRIPTION,
     _configure,
     _run,

@@ -37,18 +37,14 @@ class UsageError(Exception):
 
 
 class Command:
-    """One subcommand: its name, its help texts, its options and what it runs."""
+    """One subcommand: its ``--help`` text, its options and what it runs."""
 
     def __init__(
         self,
-        name: str,
-        summary: str,
         description: str,
         configure: Callable[[argparse.ArgumentParser], None],
         run: Callable[[argparse.Namespace], int],
     ) -> None:
-        self.name = name
-        self.summary = summary
         self.description = description
         self.configure = configure
         self.run = run

@@ -25,7 +25,7 @@ from ._walk import DirJob, Walk
 if TYPE_CHECKING:
     from procpool import Pool
 
-__all__ = ["GREP"]
+__all__ = ["COMMAND"]
 
 _DESCRIPTION = """\
 Search the files under each PATH (default: the current directory) for PATTERN, a fixed string
@@ -189,9 +189,7 @@ class _Steps:
         )
 
 
-GREP = Command(
-    "grep",
-    "search files for a string, in parallel (like grep -r)",
+COMMAND = Command(
     _DESCRIPTION,
     _configure,
     _run,

@@ -28,7 +28,7 @@ from ._common import EXIT_FAILED, EXIT_OK, Command, UsageError, make_pool, progr
 if TYPE_CHECKING:
     from procpool import Pool
 
-__all__ = ["MAP", "load_function"]
+__all__ = ["COMMAND", "load_function"]
 
 # Chunks in flight per worker: enough to keep every worker busy while results are printed.
 _AHEAD_PER_WORKER = 4
@@ -279,9 +279,7 @@ class _Jobs:
         )
 
 
-MAP = Command(
-    "map",
-    "call a Python function on each item, in parallel",
+COMMAND = Command(
     _DESCRIPTION,
     _configure,
     _run,

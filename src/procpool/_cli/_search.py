@@ -9,10 +9,10 @@ lines only where it matches.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Generator, Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 from ._walk import DirJob, Walk
 
@@ -27,8 +27,7 @@ Outcome = tuple[list[tuple[str, bytes]], list[str], bool]
 Batch = Sequence[str]
 
 
-@dataclasses.dataclass(frozen=True)
-class Searcher:
+class Searcher(NamedTuple):
     """One search, as the options chose it; it travels to the workers with each batch."""
 
     pattern: bytes
@@ -208,8 +207,7 @@ Task = tuple[list[str], list[DirJob]]
 StepOutcome = tuple[list[tuple[str, bytes]], list[str], bool, list[DirJob]]
 
 
-@dataclasses.dataclass(frozen=True)
-class Grep:
+class Grep(NamedTuple):
     """A whole search: what to look for and where. Workers run it one :meth:`step` at a time."""
 
     searcher: Searcher

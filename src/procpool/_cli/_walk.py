@@ -11,13 +11,12 @@ It uses ``os.scandir``, whose entries know their type without a ``stat`` call pe
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
-import functools
 import os
 import re
 import stat
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 __all__ = ["DirJob", "GitIgnore", "Walk"]
 
@@ -29,8 +28,7 @@ _Ignores = tuple[tuple[str, "GitIgnore"], ...]
 DirJob = tuple[str, str, _Ignores]
 
 
-@dataclasses.dataclass(frozen=True)
-class Walk:
+class Walk(NamedTuple):
     """Which files under the command line's paths are searched.
 
     A walk goes in steps (:meth:`explore`) so that it can be shared out: each step walks part
@@ -42,9 +40,9 @@ class Walk:
     hidden: bool = False
     gitignore: bool = False
 
-    @functools.cached_property
+    @property
     def _filters(self) -> tuple[_Matcher | None, re.Pattern[str] | None]:
-        return _compile_globs(self.globs)
+        return _compile_globs(self.globs)  # re caches the compiled patterns
 
     def start(
         self, operands: Sequence[str], on_error: Callable[[str], None]
