@@ -9,9 +9,10 @@ lines only where it matches.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 from ._walk import DirJob, Walk
@@ -181,7 +182,7 @@ def _line_starts(
     position = 0
     while position < size:
         if compiled is None:
-            hit = haystack.find(needle, position)
+            hit = _find(haystack, needle, position)
             if hit < 0:
                 return
         else:
@@ -221,3 +222,40 @@ class Grep(NamedTuple):
         files = files + self.walk.explore(stack, self.budget, errors.append)
         found, search_errors, matched = self.searcher.search_batch(files)
         return found, errors + search_errors, matched, stack
+
+
+# From this many bytes on, a fixed string is searched with the C library's memmem, twice as
+# fast as bytes.find on source code (glibc 2.36: 3.3 against 1.6 GB/s for "Pool" on Python's
+# standard library), which makes up for the cost of a call through ctypes.
+_MEMMEM_FROM = 4096
+
+
+def _find(haystack: bytes, needle: bytes, start: int) -> int:
+    """``haystack.find(needle, start)``, with memmem where it pays."""
+    if needle and len(haystack) - start >= _MEMMEM_FROM:
+        memmem_find = _memmem_find()
+        if memmem_find is not None:
+            return memmem_find(haystack, needle, start)
+    return haystack.find(needle, start)
+
+
+@functools.cache
+def _memmem_find() -> Callable[[bytes, bytes, int], int] | None:
+    """A ``find`` on the C library's memmem, or None where there is none. ctypes is
+    imported here, by the first large file, not by every run of the command."""
+    import ctypes
+
+    try:
+        memmem = ctypes.CDLL(None).memmem
+    except (OSError, AttributeError):
+        return None
+    memmem.restype = ctypes.c_void_p
+    memmem.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+    address = ctypes.c_void_p
+
+    def find(haystack: bytes, needle: bytes, start: int) -> int:
+        base: int = ctypes.cast(ctypes.c_char_p(haystack), address).value  # type: ignore[assignment]
+        found = memmem(base + start, len(haystack) - start, needle, len(needle))
+        return -1 if found is None else found - base
+
+    return find

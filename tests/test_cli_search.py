@@ -1,12 +1,14 @@
-"""The walk's .gitignore rules and globs, without processes."""
+"""The parts of ``procpool grep`` that need no processes: the walk's .gitignore rules and
+globs, the search of large files in blocks, the memmem-based find."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
-from procpool._cli._search import Searcher
+from procpool._cli._search import Searcher, _find
 from procpool._cli._walk import GitIgnore, Walk
 
 
@@ -77,3 +79,16 @@ def test_large_files_are_searched_in_blocks(tmp_path: Path, mode: str, block: in
         "count": f"{path}:600\n",
     }[mode]
     assert found == [(str(path), expected.encode())]
+
+
+def test_find_is_bytes_find() -> None:
+    rng = random.Random(8)
+    for _ in range(300):
+        # Long enough for memmem (from 4 KiB on), over a small alphabet so that the needle
+        # is found, at the start, in the middle, at the end, or not at all.
+        haystack = bytes(rng.choice(b"ab\n") for _ in range(rng.choice([10, 5000, 9000])))
+        needle = bytes(rng.choice(b"ab") for _ in range(rng.randint(0, 12)))
+        start = rng.randint(0, len(haystack))
+        assert _find(haystack, needle, start) == haystack.find(needle, start)
+    assert _find(b"x" * 8000 + b"Pool", b"Pool", 0) == 8000
+    assert _find(b"Pool" + b"x" * 8000, b"Pool", 1) == -1
