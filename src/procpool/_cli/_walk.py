@@ -74,6 +74,7 @@ class Walk(NamedTuple):
         ``budget`` files are found or it is empty; return the files. What is left on ``stack``
         is the part of the trees not walked yet."""
         include, exclude = self._filters
+        skip_hidden = not self.hidden  # a local: read once per entry of every directory
         files: list[str] = []
         visited = 0
         while stack and len(files) < budget and visited < budget:
@@ -90,7 +91,7 @@ class Walk(NamedTuple):
             subdirectories = []
             for entry in listed:
                 name = entry.name
-                if name[0] == "." and not self.hidden:
+                if skip_hidden and name[0] == ".":
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     path = prefix + name
