@@ -65,6 +65,8 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (("-E",), r"^Pool|ling, a\b"),
         (("-E", "-n", "-w"), r"P[o]+l"),
         (("-E", "-c"), r"\s$|^$"),
+        (("-E", "-n"), r"^[[:upper:]][[:lower:]]+\(|[[:digit:]]{3}|[[:punct:]]$"),
+        (("-E", "-c"), r"\<Pool\>|[[:space:]]again"),
         ((), ""),
     ],
 )

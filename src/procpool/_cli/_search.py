@@ -47,7 +47,7 @@ class Searcher(NamedTuple):
         """The regular expression this search needs, or None where ``bytes.find`` will do."""
         if not (self.regex or self.word or (self.ignore_case and not self.pattern.isascii())):
             return None
-        source = self.pattern if self.regex else re.escape(self.pattern)
+        source = _from_grep_syntax(self.pattern) if self.regex else re.escape(self.pattern)
         if self.word:
             source = rb"(?<!\w)(?:" + source + rb")(?!\w)"
         flags = re.MULTILINE | (re.IGNORECASE if self.ignore_case else 0)
@@ -129,6 +129,30 @@ class Searcher(NamedTuple):
 _READ_FIRST = BINARY_PROBE
 # Bytes in each later read.
 _READ_MORE = 1 << 20
+
+
+# What grep's expressions write otherwise than Python's: POSIX classes inside brackets, word
+# boundaries (C locale: ASCII).
+_GREP_SYNTAX = {
+    b"[:alpha:]": b"a-zA-Z",
+    b"[:digit:]": b"0-9",
+    b"[:alnum:]": b"a-zA-Z0-9",
+    b"[:upper:]": b"A-Z",
+    b"[:lower:]": b"a-z",
+    b"[:space:]": b" \\t\\n\\r\\f\\v",
+    b"[:blank:]": b" \\t",
+    b"[:xdigit:]": b"0-9A-Fa-f",
+    b"[:punct:]": re.escape(b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+    b"\\<": b"\\b(?=\\w)",
+    b"\\>": b"\\b(?<=\\w)",
+}
+
+
+def _from_grep_syntax(pattern: bytes) -> bytes:
+    """A grep -E expression in Python's syntax, where the two differ in spelling."""
+    for grep_form, python_form in _GREP_SYNTAX.items():
+        pattern = pattern.replace(grep_form, python_form)
+    return pattern
 
 
 def _read(path: str, text: bool, regular: bool, block: int) -> Iterable[bytes] | None:
