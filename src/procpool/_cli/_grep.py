@@ -29,8 +29,9 @@ __all__ = ["COMMAND"]
 
 _DESCRIPTION = """\
 Search the files under each PATH (default: the current directory) for PATTERN, a fixed string
-(-E: a regular expression, Python's `re` syntax), in parallel, and print what `grep -r` prints:
-`path:line` for each matching line, `path` with -l, `path:count` with -c.
+(-E: a regular expression in Python's `re` syntax, where grep's [[:digit:]]-style classes and
+\\< \\> word boundaries work too), in parallel, and print what `grep -r` prints: `path:line`
+for each matching line, `path` with -l, `path:count` with -c.
 
 As `grep -r` does, symbolic links are followed only when named on the command line and devices,
 FIFOs and sockets inside a tree are skipped. Unlike grep, hidden files and directories (a
