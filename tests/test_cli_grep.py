@@ -68,6 +68,8 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (("-E", "-n"), r"^[[:upper:]][[:lower:]]+\(|[[:digit:]]{3}|[[:punct:]]$"),
         (("-E", "-c"), r"\<Pool\>|[[:space:]]again"),
         ((), ""),
+        (("-n",), "Pool()\nnothing"),  # one pattern a line, as grep reads them
+        (("-c", "-E"), "^Pool$\nlonger"),
     ],
 )
 def test_output_is_grep_r(tree: Path, options: tuple[str, ...], pattern: str) -> None:

@@ -45,9 +45,13 @@ class Searcher(NamedTuple):
 
     def compile(self) -> re.Pattern[bytes] | None:
         """The regular expression this search needs, or None where ``bytes.find`` will do."""
-        if not (self.regex or self.word or (self.ignore_case and not self.pattern.isascii())):
+        several = b"\n" in self.pattern  # as in grep: one pattern a line, any may match
+        if not (
+            self.regex or self.word or several or (self.ignore_case and not self.pattern.isascii())
+        ):
             return None
-        source = _from_grep_syntax(self.pattern) if self.regex else re.escape(self.pattern)
+        translate = _from_grep_syntax if self.regex else re.escape
+        source = b"|".join(b"(?:" + translate(p) + b")" for p in self.pattern.split(b"\n"))
         if self.word:
             source = rb"(?<!\w)(?:" + source + rb")(?!\w)"
         flags = re.MULTILINE | (re.IGNORECASE if self.ignore_case else 0)
