@@ -38,8 +38,9 @@ on stderr when it is a terminal.
 
 Needs Pillow: pip install 'procpool[cli]'.
 
-By default a directory's files named {", ".join(_DEFAULT_GLOBS)} are blurred (case aside);
---glob chooses others. Files named blurred_* are skipped.
+In a directory, the files blurred are those named (case aside)
+  {" ".join(_DEFAULT_GLOBS)}
+or, with --glob, those the globs match. Files named blurred_* are skipped.
 
 exit status: 0 every image was blurred (or already was), 1 some failed, 2 usage error,
 130 Ctrl-C.
