@@ -67,7 +67,11 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "--retries", type=int, default=0, metavar="N", help="re-run a crashed or timed-out item"
     )
     parser.add_argument(
-        "--chunksize", type=int, default=1, metavar="N", help="items sent to a worker at once"
+        "--chunksize",
+        type=int,
+        default=1,
+        metavar="N",
+        help="items sent to a worker at once (default 1; raise it for many small items)",
     )
     parser.add_argument("--progress", action="store_true", help="a progress bar on stderr")
     parser.add_argument(
