@@ -106,7 +106,8 @@ def test_json_in_and_out(work: Path) -> None:
 
 
 def test_timeout_stops_one_item(work: Path) -> None:
-    result = procpool("map", "--timeout", "0.5", "tasks:hang", "a", "stuck", "b", cwd=work)
+    # 2 s: room for the quick items on a loaded machine; the stuck one takes all of it.
+    result = procpool("map", "--timeout", "2", "tasks:hang", "a", "stuck", "b", cwd=work)
     assert result.stdout.decode().split() == ["a", "b"]
     assert result.returncode == 1
     assert "item 'stuck' failed: TaskTimeoutError" in result.stderr.decode()
