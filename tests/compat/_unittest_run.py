@@ -126,7 +126,8 @@ def run(suite, info, per_test_timeout, setup=None, teardown=None, after_test=Non
 
     def emit(out):
         sys.stderr.flush()
-        sys.stdout.write(json.dumps(out) + "\n")
+        # (On a line of its own: tests may have printed to stdout without ending their line.)
+        sys.stdout.write("\n" + json.dumps(out) + "\n")
         sys.stdout.flush()
 
     def report_hang(hung):
