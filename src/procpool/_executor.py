@@ -205,6 +205,9 @@ class _FutureSink:
                     self._executor_state.broken = value
                 _set(self._future, success, value)
         finally:
+            # Nothing runs any more: drop the way to stop it (and the cycle future -> _stop ->
+            # sink -> future, so a settled future is freed as soon as the caller drops it).
+            self._future._stop = None
             self._executor_state.dispatcher.settled()
 
 
