@@ -290,6 +290,36 @@ class _Machinery:
         return not self._pool._backend.join(0)
 
 
+class _ExitHook:
+    """Waits, when the interpreter exits, for the work of every executor not shut down.
+
+    The standard library's executor finishes the work submitted to it before the interpreter
+    exits, even when nobody waits for it (a script that submits and ends); procpool's does the
+    same. The hook runs in ``threading``'s exit step, before ``atexit`` and before
+    ``multiprocessing``'s own exit handler, which terminates pools. Registered with the first
+    executor, not at import.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
+        self._registered = False
+
+    def add(self, executor: ProcessPoolExecutor) -> None:
+        with self._lock:
+            self._live.add(executor)
+            if not self._registered:
+                threading._register_atexit(self._finish)  # type: ignore[attr-defined]
+                self._registered = True
+
+    def _finish(self) -> None:
+        for executor in list(self._live):
+            executor.shutdown(wait=True)
+
+
+_exit_hook = _ExitHook()
+
+
 class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
     """``concurrent.futures.ProcessPoolExecutor``'s API on procpool's workers.
 
@@ -350,6 +380,7 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
         # As the standard library's call queue: a few tasks beyond one per worker are handed to
         # the backend, so a worker that finishes finds its next task there at once.
         self._shared = _ExecutorState(pool, 2 * self._max_workers)
+        _exit_hook.add(self)
 
     def __repr__(self) -> str:
         state = "shut down" if self._shutdown_thread else "running"
