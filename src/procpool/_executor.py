@@ -22,6 +22,7 @@ and the future ends cancelled. ``concurrent.futures.wait``/``as_completed`` and
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 import time
 import weakref
@@ -298,23 +299,28 @@ class _ExitHook:
     same. The hook runs in ``threading``'s exit step, before ``atexit`` and before
     ``multiprocessing``'s own exit handler, which terminates pools. Registered with the first
     executor, not at import.
+
+    A forked child inherits the hook and the parent's executors (a forked worker runs the hook
+    when it ends): only the executors made in the exiting process are finished, and a child
+    that makes its own registers the hook for itself.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._live: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
-        self._registered = False
+        self._registered_in: int | None = None  # the pid that registered the hook
 
     def add(self, executor: ProcessPoolExecutor) -> None:
         with self._lock:
             self._live.add(executor)
-            if not self._registered:
+            if self._registered_in != os.getpid():
                 threading._register_atexit(self._finish)  # type: ignore[attr-defined]
-                self._registered = True
+                self._registered_in = os.getpid()
 
     def _finish(self) -> None:
         for executor in list(self._live):
-            executor.shutdown(wait=True)
+            if executor._owner_pid == os.getpid():
+                executor.shutdown(wait=True)
 
 
 _exit_hook = _ExitHook()
@@ -380,6 +386,7 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
         # As the standard library's call queue: a few tasks beyond one per worker are handed to
         # the backend, so a worker that finishes finds its next task there at once.
         self._shared = _ExecutorState(pool, 2 * self._max_workers)
+        self._owner_pid = os.getpid()
         _exit_hook.add(self)
 
     def __repr__(self) -> str:
