@@ -126,7 +126,7 @@ def run(suite, info, per_test_timeout, setup=None, teardown=None, after_test=Non
 
     def emit(out):
         sys.stderr.flush()
-        # (On a line of its own: tests may have printed to stdout without ending their line.)
+        # On a line of its own: CPython's verbose tests print timings without a newline.
         sys.stdout.write("\n" + json.dumps(out) + "\n")
         sys.stdout.flush()
 
