@@ -150,6 +150,20 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY, *_SUBMODULES})
 
 
+def _unpickling_a_process() -> bool:
+    """Whether this import is a child process (spawn, fork server) unpickling the process object
+    it runs, rather than a program that is about to use a pool."""
+    import multiprocessing.process
+
+    return bool(getattr(multiprocessing.process.current_process(), "_inheriting", False))
+
+
+if not _unpickling_a_process():
+    # A program imports procpool to make pools: load the pool now, as a program's imports are
+    # loaded at its top, rather than in the middle of its first Pool() call.
+    __getattr__("Pool")
+
+
 __all__ = [
     "SUBDEBUG",
     "SUBWARNING",
