@@ -24,12 +24,12 @@ __all__ = ["COMMANDS", "main"]
 
 # The subcommands, in the order `procpool --help` lists them: name -> (summary, the module
 # whose COMMAND runs it). Only the module of the command being run is imported, so one
-# command never pays for another's imports. `procpool bench` (the benchmark suite's
-# side-by-side run) joins them here as one more entry.
+# command never pays for another's imports.
 COMMANDS: dict[str, tuple[str, str]] = {
     "map": ("call a Python function on each item, in parallel", "procpool._cli._map"),
     "grep": ("search files for a string, in parallel (like grep -r)", "procpool._cli._grep"),
     "blur": ("blur images with Pillow, in parallel", "procpool._cli._blur"),
+    "bench": ("procpool against multiprocessing.Pool on this machine", "procpool._cli._bench"),
 }
 
 
