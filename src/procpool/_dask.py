@@ -1,0 +1,467 @@
+"""The Dask backend: a Pool's tasks run on a Dask cluster, with the local pool's guarantees.
+
+Each procpool task becomes one Dask task calling :func:`procpool._dask_task.run_task` with the
+function and arguments pickled by the facade (in band: no shared memory across machines). Dask
+is used for placement and transport only; what happens to a task is decided here, as the local
+backend decides it, and every outcome reaches the task's result sink:
+
+* a result or an exception comes back still pickled and is unpickled lazily in the caller's
+  thread, the remote traceback attached as ``__cause__``;
+* a worker lost mid-task fails exactly the tasks that had started on it, with
+  :class:`WorkerLostError` (or runs them again when ``retries`` allow): each task announces its
+  start (a Dask event) and the pool watches the scheduler's worker removals, so Dask never
+  re-runs a started task unseen, nor ends it with ``KilledWorker`` after silent re-runs. Tasks
+  are submitted with ``retries=0``; tasks that were only queued on the lost worker are left to
+  Dask, which runs them elsewhere;
+* ``task_timeout`` is enforced on the worker: the call is interrupted at its deadline and the
+  task fails with :class:`TaskTimeoutError` (see ``_dask_task._run_with_deadline`` for what a
+  call blocked in native code does);
+* ``retries`` and ``retry_on`` re-submit the task as a new Dask task, its earlier attempts noted
+  on the final error as locally;
+* the initializer runs once in each Dask worker process through a worker plugin; one that
+  raises fails the pool's tasks with :class:`InitializerError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from ._backend import PreparedTask, ResultSink
+from ._dask_task import INIT_FAILED, TIMED_OUT, Initializer, run_task, started_topic
+from ._errors import (
+    InitializerError,
+    PoolTerminatedError,
+    ProcpoolError,
+    TaskCancelledError,
+    TaskTimeoutError,
+    WorkerLostError,
+    attempts_note,
+)
+from ._policy import Lifecycle
+from ._protocol import Status, decode_exception_parts
+from ._serialize import decode_exception
+
+__all__ = ["DaskBackend"]
+
+# How often a task may be lost with a worker before it announced its start (its announcement
+# died with the worker) and be submitted again as though it never ran; then it counts as lost.
+_UNSEEN_LOSSES = 3
+# Scheduler settings of the LocalCluster a pool starts itself: a worker's death fails its task at
+# once instead of Dask running it again, and each worker holds only the tasks it runs.
+_LOCAL_CLUSTER_CONFIG = {
+    "distributed.scheduler.allowed-failures": 0,
+    "distributed.scheduler.worker-saturation": 1.0,
+}
+
+
+@dataclass(eq=False)
+class _Attempt:
+    """One Dask task standing for one attempt at a procpool task."""
+
+    task: PreparedTask
+    earlier: list[str] = field(default_factory=list)  # how earlier attempts ended
+    key: str = ""
+    future: Any = None
+    worker: str | None = None  # the Dask worker it announced its start on
+    unseen_losses: int = 0
+
+
+class DaskBackend:
+    """Runs a Pool's tasks on a Dask cluster: an existing ``distributed.Client``, a scheduler's
+    address, or a ``LocalCluster`` on 127.0.0.1 that it starts and stops itself."""
+
+    def __init__(
+        self,
+        *,
+        client: Any = None,
+        address: str | None = None,
+        processes: int | None = None,
+        initializer: tuple[bytes, tuple[Any, ...]] | None = None,
+    ) -> None:
+        import dask
+        from distributed import Client, LocalCluster
+
+        self._name = f"procpool-{uuid.uuid4().hex[:12]}"
+        self._owned: list[Any] = []  # what this backend started and closes: client, cluster
+        self._client: Any = None
+        self._plugin = initializer is not None
+        if client is None:
+            if address is None:
+                with dask.config.set(_LOCAL_CLUSTER_CONFIG):
+                    cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                        n_workers=processes,
+                        threads_per_worker=1,
+                        processes=True,
+                        host="127.0.0.1",
+                        dashboard_address=None,
+                    )
+                self._owned.append(cluster)
+                address = cluster.scheduler_address
+            try:
+                client = Client(address, set_as_default=False)  # type: ignore[no-untyped-call]
+            except BaseException:
+                self._release()
+                raise
+            self._owned.insert(0, client)
+        self._client = client
+        self._lock = threading.RLock()
+        self._attempts: dict[str, _Attempt] = {}  # key -> attempts in flight
+        self._keys = itertools.count()
+        self._state = Lifecycle.RUN
+        self._sources = 0  # lazy producers still feeding
+        self._closed = False  # close() was called: release the cluster once the work is done
+        self._broken: BaseException | None = None
+        self._item_seconds: float | None = None
+        self._done = threading.Event()
+        self._finisher: threading.Thread | None = None
+        try:
+            client.subscribe_topic(started_topic(self._name), self._on_started)
+            _listen_to_cluster(client, self)
+            if initializer is not None:
+                client.register_plugin(Initializer(self._name, *initializer), name=self._name)
+        except BaseException:
+            self._release()
+            raise
+
+    @property
+    def size(self) -> int:
+        """Threads the cluster runs tasks on now (at least 1): the pool's size."""
+        threads: int = sum(self._client.nthreads().values())
+        return max(1, threads)
+
+    # -- the Backend interface ----------------------------------------------------------------
+
+    def submit(self, tasks: list[PreparedTask]) -> None:
+        self._start([_Attempt(task) for task in tasks])
+
+    def open_source(self) -> None:
+        with self._lock:
+            self._sources += 1
+
+    def close_source(self) -> None:
+        with self._lock:
+            self._sources -= 1
+            self._finish_if_done()
+
+    def cancel(self, sink: ResultSink) -> bool:
+        with self._lock:
+            found = [a for a in self._attempts.values() if a.task.sink is sink]
+            for attempt in found:
+                del self._attempts[attempt.key]
+        self._client.cancel([a.future for a in found if a.future is not None])
+        for attempt in found:
+            attempt.task.sink._fail(
+                attempt.task.index, TaskCancelledError(f"task {attempt.task.label} was cancelled")
+            )
+        with self._lock:
+            self._finish_if_done()
+        return bool(found)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._state is Lifecycle.RUN:
+                self._state = Lifecycle.CLOSE
+            self._closed = True
+            self._finish_if_done()
+
+    def terminate(self) -> None:
+        with self._lock:
+            if self._state is not Lifecycle.TERMINATE:
+                self._state = Lifecycle.TERMINATE
+            found = list(self._attempts.values())
+            self._attempts.clear()
+            finisher = self._finisher
+        self._fail_all(found, self._final_error)
+        if finisher is not None:
+            finisher.join()
+        elif not self._done.is_set():
+            self._release()
+            self._done.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        if not self._done.wait(timeout):
+            return False
+        finisher = self._finisher
+        if finisher is not None and finisher is not threading.current_thread():
+            finisher.join()
+        return True
+
+    def item_seconds(self) -> float | None:
+        return self._item_seconds
+
+    def repopulate(self) -> None:
+        """Nothing to do: the cluster's deployment decides how many workers it has."""
+
+    def processes(self) -> list[BaseProcess]:
+        return []
+
+    # -- submitting attempts ------------------------------------------------------------------
+
+    def _start(self, attempts: list[_Attempt]) -> None:
+        """Submit attempts as new Dask tasks, or fail them if the pool cannot run them."""
+        with self._lock:
+            refused = self._state is Lifecycle.TERMINATE or self._broken is not None
+            if not refused:
+                for attempt in attempts:
+                    attempt.key = f"{self._name}-{next(self._keys)}"
+                    attempt.worker = None
+                    self._attempts[attempt.key] = attempt
+        if refused:
+            self._fail_all(attempts, self._final_error)
+            return
+        tasks = [a.task for a in attempts]
+        futures = self._client.map(
+            run_task,
+            [self._name] * len(tasks),
+            [t.function for t in tasks],
+            [t.arguments for t in tasks],
+            [int(t.mode) for t in tasks],
+            [t.retry_on for t in tasks],
+            [t.return_exceptions for t in tasks],
+            [t.timeout for t in tasks],
+            key=[a.key for a in attempts],
+            pure=False,
+            retries=0,
+        )
+        stale = []
+        with self._lock:
+            for attempt, future in zip(attempts, futures, strict=True):
+                attempt.future = future
+                if self._attempts.get(attempt.key) is not attempt:
+                    stale.append(future)  # terminated or cancelled meanwhile
+        if stale:
+            self._client.cancel(stale)
+        for future in futures:
+            future.add_done_callback(self._on_done)
+
+    # -- outcomes (on Dask's callback thread and on the client's event loop) --------------------
+
+    def _on_done(self, future: Any) -> None:
+        with self._lock:
+            attempt = self._attempts.pop(future.key, None)
+        if attempt is None:
+            return  # already failed (lost with its worker, cancelled, terminated)
+        try:
+            self._outcome(attempt, future)
+        finally:
+            with self._lock:
+                self._finish_if_done()
+
+    def _outcome(self, attempt: _Attempt, future: Any) -> None:
+        from distributed.scheduler import KilledWorker
+
+        task = attempt.task
+        if future.status == "finished":
+            status, payload, seconds = future.result()
+            self._measured(seconds / max(1, task.items))
+            self._finished(attempt, status, memoryview(payload))
+        elif future.status == "error":
+            exc = future.exception()
+            if not isinstance(exc, KilledWorker):
+                error = ProcpoolError(
+                    f"Dask could not run task {task.label}: {exc!r} (is procpool installed, in "
+                    "the same version, on the Dask workers?)"
+                )
+                error.__cause__ = exc
+                self._fail_all([attempt], lambda: error)
+            elif attempt.worker is None and attempt.unseen_losses < _UNSEEN_LOSSES:
+                attempt.unseen_losses += 1  # it never started: submitted again, as it never ran
+                self._start([attempt])
+            else:
+                self._lost(attempt, exc.last_worker.address if exc.last_worker else None)
+        else:  # cancelled or lost by Dask itself (the scheduler restarted, say)
+            self._lost(attempt, attempt.worker)
+
+    def _finished(self, attempt: _Attempt, status: int, payload: memoryview) -> None:
+        task = attempt.task
+        where = f"on Dask worker {attempt.worker}" if attempt.worker else "on a Dask worker"
+        if status == INIT_FAILED:
+            self._break(payload, where)
+        elif status == TIMED_OUT:
+            self._retry_or_fail(
+                attempt,
+                f"ran past its {task.timeout:g} s timeout {where}, where it was interrupted",
+                TaskTimeoutError,
+            )
+        elif status == Status.RETRY and self._may_retry(attempt):
+            summary = (
+                "an exception worth a retry for one of its items"
+                if task.return_exceptions
+                else decode_exception_parts(payload)[2]
+            )
+            attempt.earlier.append(f"raised {summary} {where}")
+            self._start([attempt])
+        else:
+            if status == Status.RETRY:  # no retry left: deliver what the task produced
+                status = Status.OK if task.return_exceptions else Status.ERROR
+            task.sink._deliver(task.index, Status(status), payload, attempt.earlier)
+
+    def _lost(self, attempt: _Attempt, worker: str | None) -> None:
+        self._retry_or_fail(
+            attempt,
+            f"was running on Dask worker {worker or '(unknown)'}, which left the cluster",
+            WorkerLostError,
+        )
+
+    def _may_retry(self, attempt: _Attempt) -> bool:
+        running = self._state in (Lifecycle.RUN, Lifecycle.CLOSE)
+        return running and len(attempt.earlier) < attempt.task.retries
+
+    def _retry_or_fail(
+        self, attempt: _Attempt, what: str, kind: Callable[[str], BaseException]
+    ) -> None:
+        """After a failed attempt: run the task again if its retries allow, or fail it."""
+        if self._may_retry(attempt):
+            attempt.earlier.append(what)
+            self._start([attempt])
+            return
+        error = kind(f"task {attempt.task.label} {what}; the pool goes on")
+        if attempt.earlier:
+            error.add_note(attempts_note(attempt.earlier))
+        attempt.task.sink._fail(attempt.task.index, error)
+
+    def _on_started(self, event: tuple[float, Any]) -> None:
+        key, worker = event[1]
+        with self._lock:
+            attempt = self._attempts.get(key)
+            if attempt is not None:
+                attempt.worker = worker
+
+    def on_cluster_event(self, event: tuple[float, Any]) -> None:
+        """A worker left: the tasks that had started on it are lost. Dask would run them again
+        (or end them with KilledWorker): they are taken from it, and failed or retried here."""
+        message = event[1]
+        if not isinstance(message, dict) or message.get("action") != "remove-worker":
+            return
+        worker = message.get("worker")
+        keys = set(message.get("processing-tasks", ()))
+        with self._lock:
+            lost = [
+                self._attempts.pop(key)
+                for key in keys
+                if key in self._attempts and self._attempts[key].worker == worker
+            ]
+        if not lost:
+            return
+        self._client.cancel([a.future for a in lost if a.future is not None])
+        for attempt in lost:
+            self._lost(attempt, worker)
+        with self._lock:
+            self._finish_if_done()
+
+    def _measured(self, seconds: float) -> None:
+        if self._item_seconds is None:
+            self._item_seconds = seconds
+        else:
+            self._item_seconds += 0.2 * (seconds - self._item_seconds)
+
+    # -- failures of the whole pool -----------------------------------------------------------
+
+    def _break(self, payload: memoryview, where: str) -> None:
+        """The initializer raised in a worker: no task of this pool can run as it should."""
+        cause = decode_exception(payload)
+        error = InitializerError(
+            f"the pool's initializer raised {type(cause).__name__}: {cause} ({where}); the pool "
+            "cannot run tasks"
+        )
+        error.__cause__ = cause
+        with self._lock:
+            self._broken = self._broken or error
+            self._state = Lifecycle.BROKEN
+            found = list(self._attempts.values())
+            self._attempts.clear()
+        self._fail_all(found, self._final_error)
+
+    def _final_error(self) -> BaseException:
+        if self._broken is None:
+            return PoolTerminatedError("the pool was terminated before this task finished")
+        # Each failed task gets an exception of its own: one object raised in several places
+        # would tangle their tracebacks.
+        error = type(self._broken)(*self._broken.args)
+        error.__cause__ = self._broken.__cause__
+        return error
+
+    def _fail_all(self, attempts: list[_Attempt], error: Callable[[], BaseException]) -> None:
+        futures = [a.future for a in attempts if a.future is not None]
+        if futures:
+            with contextlib.suppress(Exception):
+                self._client.cancel(futures)
+        for attempt in attempts:
+            attempt.task.sink._fail(attempt.task.index, error())
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def _finish_if_done(self) -> None:
+        """(Under the lock.) Closed with nothing left to run: release the cluster on a thread of
+        its own (this may be one of Dask's threads)."""
+        if (
+            not self._closed
+            or self._attempts
+            or self._sources
+            or self._finisher is not None
+            or self._done.is_set()
+        ):
+            return
+        self._finisher = threading.Thread(
+            target=self._finish, name=f"{self._name}-shutdown", daemon=True
+        )
+        self._finisher.start()
+
+    def _finish(self) -> None:
+        self._release()
+        self._done.set()
+
+    def _release(self) -> None:
+        """Undo what the constructor did: the subscriptions and the plugin on the client, then
+        the client and cluster this backend started."""
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.unsubscribe_topic(started_topic(self._name))
+            with contextlib.suppress(Exception):
+                _stop_listening(client, self)
+            if self._plugin:
+                with contextlib.suppress(Exception):
+                    client.unregister_worker_plugin(self._name)
+        for thing in self._owned:
+            with contextlib.suppress(Exception):
+                thing.close()
+        self._owned = []
+
+
+# A client keeps one handler per event topic: the pools that share a client share its handler
+# for the scheduler's events ("all"), which passes each event to every one of them.
+_listeners: dict[int, list[DaskBackend]] = {}
+_listeners_lock = threading.Lock()
+
+
+def _listen_to_cluster(client: Any, backend: DaskBackend) -> None:
+    with _listeners_lock:
+        backends = _listeners.setdefault(id(client), [])
+        backends.append(backend)
+        if len(backends) == 1:
+            client.subscribe_topic("all", lambda event: _dispatch(backends, event))
+
+
+def _dispatch(backends: list[DaskBackend], event: tuple[float, Any]) -> None:
+    with _listeners_lock:
+        listening = list(backends)
+    for backend in listening:
+        backend.on_cluster_event(event)
+
+
+def _stop_listening(client: Any, backend: DaskBackend) -> None:
+    with _listeners_lock:
+        backends = _listeners.get(id(client), [])
+        if backend in backends:
+            backends.remove(backend)
+        if not backends:
+            _listeners.pop(id(client), None)
+            client.unsubscribe_topic("all")
