@@ -7,12 +7,16 @@ backend decides it, and every outcome reaches the task's result sink:
 
 * a result or an exception comes back still pickled and is unpickled lazily in the caller's
   thread, the remote traceback attached as ``__cause__``;
-* a worker lost mid-task fails exactly the tasks that had started on it, with
-  :class:`WorkerLostError` (or runs them again when ``retries`` allow): each task announces its
-  start (a Dask event) and the pool watches the scheduler's worker removals, so Dask never
-  re-runs a started task unseen, nor ends it with ``KilledWorker`` after silent re-runs. Tasks
-  are submitted with ``retries=0``; tasks that were only queued on the lost worker are left to
-  Dask, which runs them elsewhere;
+* a worker lost mid-task fails the tasks that had started on it with :class:`WorkerLostError`
+  (or runs them again when ``retries`` allow), never with ``KilledWorker``. Tasks are submitted
+  with ``retries=0``. Each task announces its start (a Dask event) and the pool watches the
+  scheduler's worker removals: the tasks that had started on the lost worker are taken back
+  from Dask (cancelled) and failed here; those only queued there are left to Dask, which runs
+  them elsewhere. The scheduler of a LocalCluster the pool starts itself allows no failure
+  (``allowed-failures: 0``), so Dask never starts a lost task again; an existing scheduler with
+  Dask's default (3) may start it again elsewhere before the pool's cancellation reaches it
+  (that run's result is discarded), and a task lost within milliseconds of its start, before its
+  announcement left the worker, is run again by Dask as though it never started (docs/dask.md);
 * ``task_timeout`` is enforced on the worker: the call is interrupted at its deadline and the
   task fails with :class:`TaskTimeoutError` (see ``_dask_task._run_with_deadline`` for what a
   call blocked in native code does);
@@ -50,9 +54,6 @@ from ._serialize import decode_exception
 
 __all__ = ["DaskBackend"]
 
-# How often a task may be lost with a worker before it announced its start (its announcement
-# died with the worker) and be submitted again as though it never ran; then it counts as lost.
-_UNSEEN_LOSSES = 3
 # Scheduler settings of the LocalCluster a pool starts itself: a worker's death fails its task at
 # once instead of Dask running it again, and each worker holds only the tasks it runs.
 _LOCAL_CLUSTER_CONFIG = {
@@ -70,7 +71,6 @@ class _Attempt:
     key: str = ""
     future: Any = None
     worker: str | None = None  # the Dask worker it announced its start on
-    unseen_losses: int = 0
 
 
 class DaskBackend:
@@ -100,7 +100,7 @@ class DaskBackend:
                         threads_per_worker=1,
                         processes=True,
                         host="127.0.0.1",
-                        dashboard_address=None,
+                        dashboard_address=":0",
                     )
                 self._owned.append(cluster)
                 address = cluster.scheduler_address
@@ -250,6 +250,10 @@ class DaskBackend:
             return  # already failed (lost with its worker, cancelled, terminated)
         try:
             self._outcome(attempt, future)
+        except Exception as exc:  # the client lost its scheduler while reading the result, say
+            error = ProcpoolError(f"the result of task {attempt.task.label} was lost: {exc!r}")
+            error.__cause__ = exc
+            attempt.task.sink._fail(attempt.task.index, error)
         finally:
             with self._lock:
                 self._finish_if_done()
@@ -271,10 +275,7 @@ class DaskBackend:
                 )
                 error.__cause__ = exc
                 self._fail_all([attempt], lambda: error)
-            elif attempt.worker is None and attempt.unseen_losses < _UNSEEN_LOSSES:
-                attempt.unseen_losses += 1  # it never started: submitted again, as it never ran
-                self._start([attempt])
-            else:
+            else:  # Dask gave up on it after its worker(s) died
                 self._lost(attempt, exc.last_worker.address if exc.last_worker else None)
         else:  # cancelled or lost by Dask itself (the scheduler restarted, say)
             self._lost(attempt, attempt.worker)
@@ -283,7 +284,7 @@ class DaskBackend:
         task = attempt.task
         where = f"on Dask worker {attempt.worker}" if attempt.worker else "on a Dask worker"
         if status == INIT_FAILED:
-            self._break(payload, where)
+            self._break(attempt, payload, where)
         elif status == TIMED_OUT:
             self._retry_or_fail(
                 attempt,
@@ -335,13 +336,22 @@ class DaskBackend:
                 attempt.worker = worker
 
     def on_cluster_event(self, event: tuple[float, Any]) -> None:
-        """A worker left: the tasks that had started on it are lost. Dask would run them again
-        (or end them with KilledWorker): they are taken from it, and failed or retried here."""
+        """(On the client's event loop.) A worker left: the tasks that had started on it are
+        lost, and are handled on a thread of their own (cancelling and resubmitting are
+        blocking calls, which the event loop must not make)."""
         message = event[1]
-        if not isinstance(message, dict) or message.get("action") != "remove-worker":
-            return
-        worker = message.get("worker")
-        keys = set(message.get("processing-tasks", ()))
+        if isinstance(message, dict) and message.get("action") == "remove-worker":
+            keys = set(message.get("processing-tasks", ()))
+            threading.Thread(
+                target=self._worker_left,
+                args=(message.get("worker"), keys),
+                name=f"{self._name}-lost",
+                daemon=True,
+            ).start()
+
+    def _worker_left(self, worker: str | None, keys: set[str]) -> None:
+        """Dask would run the tasks that started on the lost worker again (or end them with
+        KilledWorker): they are taken from it, and failed or retried here."""
         with self._lock:
             lost = [
                 self._attempts.pop(key)
@@ -364,8 +374,9 @@ class DaskBackend:
 
     # -- failures of the whole pool -----------------------------------------------------------
 
-    def _break(self, payload: memoryview, where: str) -> None:
-        """The initializer raised in a worker: no task of this pool can run as it should."""
+    def _break(self, attempt: _Attempt, payload: memoryview, where: str) -> None:
+        """The initializer raised in a worker: this task, and every other task of the pool,
+        fails with InitializerError."""
         cause = decode_exception(payload)
         error = InitializerError(
             f"the pool's initializer raised {type(cause).__name__}: {cause} ({where}); the pool "
@@ -375,7 +386,7 @@ class DaskBackend:
         with self._lock:
             self._broken = self._broken or error
             self._state = Lifecycle.BROKEN
-            found = list(self._attempts.values())
+            found = [attempt, *self._attempts.values()]
             self._attempts.clear()
         self._fail_all(found, self._final_error)
 

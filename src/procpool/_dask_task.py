@@ -87,12 +87,9 @@ def run_task(
 
 def _announce_start(pool_name: str) -> None:
     from distributed import get_worker
-    from distributed.threadpoolexecutor import thread_state
 
-    key = getattr(thread_state, "key", None)
-    if key is not None:
-        worker = get_worker()
-        worker.log_event(started_topic(pool_name), (key, worker.address))
+    worker = get_worker()
+    worker.log_event(started_topic(pool_name), (worker.get_current_task(), worker.address))
 
 
 def _run_with_deadline(task: WireTask, timeout: float) -> tuple[int, bytes]:
