@@ -115,15 +115,12 @@ def cli_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             address = probe.scheduler.address
         yield address
     finally:
-        for process in reversed(started):  # workers first, then the scheduler
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+        # Killed outright: a graceful stop of a worker waits for a scheduler that may be gone.
         for process in started:
-            try:
-                process.wait(WAIT)
-            except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-                process.wait(WAIT)
+        for process in started:
+            process.wait(WAIT)
         leftover = set().union(*(_group_members(p.pid) for p in started))
         assert not leftover, f"Dask processes left running: {sorted(leftover)}"
 
