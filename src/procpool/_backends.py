@@ -7,16 +7,40 @@ itself, are imported only when a Dask backend is asked for.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from ._backend import Backend
+from ._protocol import PROTOCOL
+from ._serialize import dumps_callable
 from ._shm import SegmentPool
 
-__all__ = ["BACKENDS", "make_backend"]
+__all__ = ["BACKENDS", "Built", "make_backend"]
 
 BACKENDS = ("process", "dask")
 
 _INSTALL_DASK = "pip install 'procpool[dask]'"
+
+Initializer = tuple[Callable[..., object], tuple[Any, ...]]
+
+
+class Built(NamedTuple):
+    """A backend, and what the facade needs to know to feed it."""
+
+    backend: Backend
+    segments: SegmentPool | None  # where large arguments go (None: they travel in band)
+    size: int  # the workers, or the cluster's threads: sizes map chunks and imap windows
+    dumps_callable: Callable[[Any], bytes]  # pickles the functions the backend's workers call
+
+
+def dumps_for_cluster(func: Any) -> bytes:
+    """Pickle a function for a cluster's workers. Their main module is not the caller's, so a
+    function of the caller's ``__main__`` travels by value; others as for local workers."""
+    if getattr(func, "__module__", None) == "__main__":
+        import cloudpickle
+
+        return cloudpickle.dumps(func, protocol=PROTOCOL)  # type: ignore[no-any-return]
+    return dumps_callable(func)
 
 
 def make_backend(
@@ -27,14 +51,14 @@ def make_backend(
     context: Any,
     processes: int | None,
     maxtasksperchild: int | None,
-    initializer: tuple[bytes, tuple[Any, ...]] | None,
+    initializer: Initializer | None,
     max_memory_per_child: int | None,
-) -> tuple[Backend, SegmentPool | None, int]:
-    """The backend, the shared-memory segments the facade pickles large arguments into (None:
-    arguments travel in band) and the pool's size (the workers, or the cluster's threads).
+) -> Built:
+    """The backend named (``name`` None: Dask if ``address`` or ``client`` is given), built.
 
-    ``processes`` None means the default size; ``context`` None, the default context. Options a
-    backend cannot honour raise here, at the Pool's construction.
+    ``processes`` None means the default size; ``context`` None, the default context;
+    ``initializer``: the function and its arguments. Options a backend cannot honour raise here,
+    at the Pool's construction.
     """
     if name is None:
         name = "dask" if address is not None or client is not None else "process"
@@ -60,35 +84,37 @@ def make_backend(
         raise ImportError(
             f"Pool(backend='dask') needs Dask's distributed scheduler: {_INSTALL_DASK}"
         ) from exc
-    backend = DaskBackend(
-        client=client, address=address, processes=processes, initializer=initializer
-    )
-    return backend, None, backend.size
+    init = None if initializer is None else (dumps_for_cluster(initializer[0]), initializer[1])
+    backend = DaskBackend(client=client, address=address, processes=processes, initializer=init)
+    return Built(backend, None, backend.size, dumps_for_cluster)
 
 
 def _process_backend(
     context: Any,
     processes: int | None,
     maxtasksperchild: int | None,
-    initializer: tuple[bytes, tuple[Any, ...]] | None,
+    initializer: Initializer | None,
     max_memory_per_child: int | None,
-) -> tuple[Backend, SegmentPool | None, int]:
+) -> Built:
     from ._context import get_context
     from ._cpu import cpu_count
     from ._scheduler import ProcessBackend
 
     size = cpu_count() if processes is None else processes
+    # The arguments travel with the worker's start (a fork inherits them), as in the standard
+    # library, so they may hold queues, locks and shared values.
+    init = None if initializer is None else (dumps_callable(initializer[0]), initializer[1])
     # Large buffers of the arguments are copied into these shared-memory segments.
     segments = SegmentPool()
     backend = ProcessBackend(
         context if context is not None else get_context(),
         size,
         maxtasksperchild,
-        initializer,
+        init,
         max_memory_per_child,
         segments=segments,
     )
-    return backend, segments, size
+    return Built(backend, segments, size, dumps_callable)
 
 
 def _check_dask_options(

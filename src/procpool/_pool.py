@@ -22,7 +22,7 @@ from ._options import ExceptionTypes, MapOptions, Options, TaskOptions, exceptio
 from ._policy import Lifecycle
 from ._protocol import Mode
 from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult, _LazyIterator
-from ._serialize import dumps, dumps_arguments, dumps_callable
+from ._serialize import dumps, dumps_arguments
 from ._shm import SegmentPool
 
 __all__ = ["Pool"]
@@ -94,23 +94,22 @@ class Pool:
             raise ValueError("max_memory_per_child must be a positive number of bytes or None")
         self._options = Options(task_timeout, retries, exception_types(retry_on))
         self._callbacks = CallbackRunner()
-        # The arguments travel with the worker's start (a fork inherits them), as in the
-        # standard library, so they may hold queues, locks and shared values.
-        init = None if initializer is None else (dumps_callable(initializer), tuple(initargs))
         # The backend runs the tasks: local worker processes (large buffers of the arguments
         # travel in the shared-memory segments), or a Dask cluster (docs/dask.md).
-        self._backend: Backend
-        self._segments: SegmentPool | None
-        self._backend, self._segments, self._processes = make_backend(
+        built = make_backend(
             backend,
             address,
             client,
             context=context,
             processes=processes,
             maxtasksperchild=maxtasksperchild,
-            initializer=init,
+            initializer=None if initializer is None else (initializer, tuple(initargs)),
             max_memory_per_child=max_memory_per_child,
         )
+        self._backend: Backend = built.backend
+        self._segments: SegmentPool | None = built.segments
+        self._processes = built.size
+        self._dumps_callable = built.dumps_callable
         self._control = _Control(self._backend)
         self._state = Lifecycle.RUN
 
@@ -299,7 +298,7 @@ class Pool:
 
     def _prepare(self, options: Options, func: Any) -> Callable[..., PreparedTask]:
         """Pickle ``func`` and the options once for a call; the result makes its tasks."""
-        function = dumps_callable(func)
+        function = self._dumps_callable(func)
         retry_on = dumps(options.retry_on) if options.retry_on else b""
         label = repr(getattr(func, "__qualname__", None) or type(func).__qualname__)
 
