@@ -8,9 +8,11 @@ feeder thread per call, which runs at most a window of chunks ahead of the consu
 
 from __future__ import annotations
 
+import multiprocessing.pool
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from types import FunctionType
 from typing import Any, NoReturn, TypeVar, Unpack
 
 from ._backend import Backend, PreparedTask
@@ -35,8 +37,13 @@ _WINDOW_PER_WORKER = 64
 _MIN_WINDOW = 128
 
 
-class Pool:
+class Pool(multiprocessing.pool.Pool):
     """A pool of worker processes, used exactly like ``multiprocessing.Pool``.
+
+    It is a ``multiprocessing.pool.Pool`` for ``isinstance`` (code such as dask's schedulers
+    branches on that type), but it never runs the standard library's machinery: the base
+    class's ``__init__`` is not called, and every method of the base class that procpool does
+    not override raises ``NotImplementedError`` (see ``_block_stdlib_machinery``).
 
     Differences from the standard library, each deliberate:
 
@@ -146,6 +153,8 @@ class Pool:
             raise ValueError("Pool not running")
 
     # -- submitting work -----------------------------------------------------------------------
+    # (mypy's override checks: the keyword-only options are additions, and the results are
+    # procpool's own classes, which share the standard library's API but not its base classes.)
     # Each method keeps the standard library's signature; the keyword-only ``options`` are
     # procpool's (TaskOptions: timeout, retries, retry_on; MapOptions adds return_exceptions).
 
@@ -159,7 +168,7 @@ class Pool:
         """Call ``func(*args, **kwds)`` in a worker and return its result."""
         return self.apply_async(func, args, kwds, **options).get()
 
-    def apply_async(
+    def apply_async(  # type: ignore[override]
         self,
         func: Callable[..., R],
         args: Iterable[Any] = (),
@@ -194,7 +203,7 @@ class Pool:
         """``list(map(func, iterable))``, computed in the workers, in order."""
         return self._map_async(func, iterable, Mode.MAP, chunksize, None, None, options).get()
 
-    def map_async(
+    def map_async(  # type: ignore[override]
         self,
         func: Callable[[Any], R],
         iterable: Iterable[Any],
@@ -218,7 +227,7 @@ class Pool:
         """Like :meth:`map`, but each item is unpacked as ``func``'s arguments."""
         return self._map_async(func, iterable, Mode.STARMAP, chunksize, None, None, options).get()
 
-    def starmap_async(
+    def starmap_async(  # type: ignore[override]
         self,
         func: Callable[..., R],
         iterable: Iterable[Iterable[Any]],
@@ -232,7 +241,7 @@ class Pool:
             func, iterable, Mode.STARMAP, chunksize, callback, error_callback, options
         )
 
-    def imap(
+    def imap(  # type: ignore[override]
         self,
         func: Callable[[Any], R],
         iterable: Iterable[Any],
@@ -242,7 +251,7 @@ class Pool:
         """A lazy ``map``: results in order, as they are ready; the input is read as needed."""
         return self._imap(IMapIterator, func, iterable, chunksize, options)
 
-    def imap_unordered(
+    def imap_unordered(  # type: ignore[override]
         self,
         func: Callable[[Any], R],
         iterable: Iterable[Any],
@@ -454,3 +463,32 @@ class _Control:
     def _live_feeds(self) -> list[_LazyIterator[Any]]:
         with self._lock:
             return list(self._feeds)
+
+
+def _block_stdlib_machinery(cls: type, base: type) -> None:
+    """Make every method ``base`` defines and ``cls`` does not override raise.
+
+    ``cls`` subclasses ``base`` for ``isinstance`` alone. An inherited method of the standard
+    library's pool (``_handle_workers``, ``_maintain_pool``, ``_terminate_pool``...) would work on
+    state procpool's pool does not have, or start the standard library's threads; any caller
+    reaching one gets a clear ``NotImplementedError`` instead. Done once, at class creation, so
+    that methods a newer Python adds to the base are covered too.
+    """
+    for name, value in vars(base).items():
+        if name in vars(cls) or not isinstance(value, FunctionType | staticmethod | classmethod):
+            continue
+        setattr(cls, name, staticmethod(_blocked(f"{base.__module__}.{base.__qualname__}.{name}")))
+
+
+def _blocked(qualname: str) -> Callable[..., NoReturn]:
+    def blocked(*_: object, **__: object) -> NoReturn:
+        raise NotImplementedError(
+            f"{qualname} is the standard library's pool machinery, which procpool's pool "
+            "does not use"
+        )
+
+    blocked.__name__ = blocked.__qualname__ = qualname.rpartition(".")[2]
+    return blocked
+
+
+_block_stdlib_machinery(Pool, multiprocessing.pool.Pool)

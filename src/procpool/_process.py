@@ -14,7 +14,6 @@ import pickle
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from ._serialize import dumps_for_child
 from ._start_method import default_method, get_start_method, set_start_method
 from ._zygote import Popen
 
@@ -39,6 +38,10 @@ class Process(BaseProcess):
         return multiprocessing.get_context(method).Process._Popen(process_obj)  # type: ignore[attr-defined]
 
     def __getstate__(self) -> dict[str, Any]:
+        # Imported here: only the parent pickles a process, and a worker process, which
+        # unpickles one, must not import the serialisation (and error) machinery for it.
+        from ._serialize import dumps_for_child
+
         state = self.__dict__.copy()
         target = state.get("_target")
         if target is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from multiprocessing import TimeoutError
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -155,6 +155,7 @@ class ApplyResult(Generic[T]):
         self._outcome: _Decoder | None = None
         self._success = False
         self._value: Any = None
+        self._ready_hooks: list[Callable[[], object]] = []  # called once ready (see _when_ready)
 
     def __repr__(self) -> str:
         state = "ready" if self.ready() else "pending"
@@ -202,6 +203,29 @@ class ApplyResult(Generic[T]):
             return value  # type: ignore[no-any-return]
         raise value
 
+    def __await__(self) -> Generator[Any, None, T]:
+        """``await result`` in a coroutine: the event loop is woken when the result is ready,
+        never blocked. Cancelling the awaiting task cancels the task (see :meth:`cancel`)."""
+        from ._asyncio import result_of
+
+        return result_of(self).__await__()
+
+    def _when_ready(self, hook: Callable[[], object]) -> None:
+        """Call ``hook()`` once the result is ready: now if it is, else from the thread that
+        completes it (so ``hook`` must be quick and must not block)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._ready_hooks.append(hook)
+                return
+        hook()
+
+    def _set_ready(self) -> None:
+        with self._lock:
+            self._event.set()
+            hooks, self._ready_hooks = self._ready_hooks, []
+        for hook in hooks:
+            hook()
+
     # -- the sink side ------------------------------------------------------------------------
 
     def _deliver(
@@ -224,7 +248,7 @@ class ApplyResult(Generic[T]):
             self._completed = True
             self._outcome = outcome
         if self._callback is None and self._error_callback is None:
-            self._event.set()
+            self._set_ready()
         else:
             self._callbacks.post(self._run_callbacks)
 
@@ -251,7 +275,7 @@ class ApplyResult(Generic[T]):
             with self._resolve_lock:
                 self._success, self._value = False, exc
         finally:
-            self._event.set()
+            self._set_ready()
 
 
 AsyncResult = ApplyResult
@@ -441,9 +465,37 @@ class _LazyIterator(_FeederSide, Generic[T]):
         self._length: int | None = None  # the number of chunks, once the feeder has finished
         self._throttle = _Throttle(self._cond, window)
         self._stop_error: BaseException | None = None
+        self._change_hooks: list[Callable[[], object]] = []  # see _when_changed
 
     def __iter__(self) -> Iterator[T]:
         return self
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        """``async for item in pool.imap(...)``: the event loop is woken as results arrive,
+        never blocked. Cancelling the consuming task cancels the rest of the work."""
+        from ._asyncio import LazyAsyncIterator
+
+        return LazyAsyncIterator(self)
+
+    def cancel(self) -> bool:
+        """Cancel the rest of the work: the input is no longer read, tasks not started are
+        dropped and running ones stopped; the iterator then raises
+        :class:`procpool.TaskCancelledError` past the results that had arrived."""
+        self._stop(TaskCancelledError("the imap was cancelled"))
+        return self._control.cancel(self)
+
+    def _when_changed(self, hook: Callable[[], object]) -> None:
+        """Call ``hook()`` once, at the next arrival (or the end of the input, or a stop),
+        from the thread that brings it: ``hook`` must be quick and must not block."""
+        with self._cond:
+            self._change_hooks.append(hook)
+
+    def _changed(self) -> None:
+        # (Called with self._cond held, by every sink-side change a consumer may wait for.)
+        self._cond.notify_all()
+        hooks, self._change_hooks = self._change_hooks, []
+        for hook in hooks:
+            hook()
 
     def __next__(self) -> T:
         return self.next()
@@ -516,18 +568,18 @@ class _LazyIterator(_FeederSide, Generic[T]):
             size = self._sizes.pop(index, 1)
             outcome = _chunk_outcome(status, payload, attempts, self._in_place, size, lent)
             self._arrive(index, outcome)
-            self._cond.notify_all()
+            self._changed()
 
     def _fail(self, index: int, exc: BaseException) -> None:
         with self._cond:
             self._arrive(index, _chunk_failure(exc, self._in_place, self._sizes.pop(index, 1)))
-            self._cond.notify_all()
+            self._changed()
 
     def _input_failed(self, index: int, exc: BaseException) -> None:
         """The input itself raised while chunk ``index`` was read: the results end there."""
         with self._cond:
             self._arrive(index, _failure(exc))
-            self._cond.notify_all()
+            self._changed()
 
     # -- the feeder side ----------------------------------------------------------------------
 
@@ -537,13 +589,13 @@ class _LazyIterator(_FeederSide, Generic[T]):
     def _set_length(self, chunks: int) -> None:
         with self._cond:
             self._length = chunks
-            self._cond.notify_all()
+            self._changed()
 
     def _stop(self, error: BaseException) -> None:
         """The pool ended: the feeder stops, and the consumer gets ``error`` past what arrived."""
         with self._cond:
             self._stop_error = error
-            self._cond.notify_all()
+            self._changed()
 
 
 class IMapIterator(_LazyIterator[T]):

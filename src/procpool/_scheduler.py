@@ -410,7 +410,7 @@ class ProcessBackend:
             return
         released = [lent for lent in handle.lent if lent.try_release()]
         if released:
-            handle.lent = [lent for lent in handle.lent if lent.views]
+            handle.lent = [lent for lent in handle.lent if lent.maps]
             self._queue_frame(
                 handle, RELEASE, pack_ids([s for lent in released for s in lent.sids])
             )

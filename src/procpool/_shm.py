@@ -194,16 +194,20 @@ class _OutOfBand:
         self.value = value
 
     def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
-        return (_rebuild, (type(self.value).__name__, pickle.PickleBuffer(self.value)))
+        value = self.value
+        layout = (value.format, value.shape) if isinstance(value, memoryview) else None
+        return (_rebuild, (type(value).__name__, pickle.PickleBuffer(value), layout))
 
 
-def _rebuild(kind: str, buffer: Any) -> Any:
-    """The receiving side of :class:`_OutOfBand`: the value again, of its type."""
+def _rebuild(kind: str, buffer: Any, layout: tuple[str, tuple[int, ...]] | None = None) -> Any:
+    """The receiving side of :class:`_OutOfBand`: the value again, of its type (a memoryview
+    with its format and shape)."""
     if kind == "bytes":
         return bytes(buffer)
     if kind == "bytearray":
         return bytearray(buffer)
-    return memoryview(buffer)
+    view = memoryview(buffer).cast("B")
+    return view.cast(*layout) if layout is not None else view  # type: ignore[call-overload]
 
 
 def _outline(obj: Any, depth: int = 2) -> Any:
@@ -212,7 +216,8 @@ def _outline(obj: Any, depth: int = 2) -> Any:
     kind = type(obj)
     if kind in _BYTES_LIKE:
         view = memoryview(obj)
-        return _OutOfBand(obj) if view.nbytes >= OOB_THRESHOLD and view.contiguous else obj
+        # C order only: a memoryview is rebuilt by casting flat bytes to its shape.
+        return _OutOfBand(obj) if view.nbytes >= OOB_THRESHOLD and view.c_contiguous else obj
     if not depth or kind not in (tuple, list, dict) or len(obj) > _SEARCH_LIMIT:
         return obj
     if kind is dict:
@@ -254,35 +259,42 @@ def dumps(
 
 
 class Lent:
-    """Views of received segments handed to unpickling, watched until nothing refers to them."""
+    """Views of received segments handed to unpickling, watched until nothing refers to them.
 
-    __slots__ = ("decoded", "sids", "views")
+    Each transfer maps its segments afresh, so that "nothing refers to them" can be told for
+    sure: a mapping refuses to close while any view of its memory lives, however it was made
+    (``memoryview(view)``, a numpy array's base, a slice of either).
+    """
 
-    def __init__(self, sids: list[int], views: list[memoryview]) -> None:
+    __slots__ = ("decoded", "maps", "sids", "views")
+
+    def __init__(self, sids: list[int], maps: list[mmap.mmap]) -> None:
         self.sids = sids
-        self.views = views
+        self.maps = maps
+        self.views = [memoryview(mm) for mm in maps]
         self.decoded = False  # unpickled from: until then, nothing refers to the views yet
 
     def try_release(self) -> bool:
-        """Release the views if nothing but this object refers to them; True once released."""
+        """Unmap the segments if nothing refers to their memory any more; True once done."""
         if not self.decoded:
             return False
-        for view in self.views:
-            # References: self.views, the loop variable and getrefcount's argument. One more
-            # is an object holding the view itself (pickle hands the view to reducers as is).
-            if sys.getrefcount(view) > 3:
-                return False
         try:
             for view in self.views:
                 view.release()  # refused while an object holds a buffer exported from it
         except BufferError:
             return False
         self.views = []
+        try:
+            for mm in self.maps:
+                mm.close()  # refused while any view made from its memory lives
+        except BufferError:
+            return False
+        self.maps = []
         return True
 
 
 class SegmentMaps:
-    """The receiving side: a mapping of each segment a sender lent, kept for its reuses.
+    """The receiving side: a descriptor of each segment a sender lent, kept for its reuses.
 
     Thread-safe: the parent maps results in consumers' threads and checks releases on the
     scheduler thread.
@@ -290,46 +302,36 @@ class SegmentMaps:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._maps: dict[int, mmap.mmap] = {}
+        self._fds: dict[int, int] = {}
 
     def views(self, refs: Iterable[SegmentRef], fds: list[int]) -> Lent:
-        """Map the segments (``fds`` for those sent with a descriptor) and view their bytes."""
+        """Map the segments (``fds`` for those sent with a descriptor) for one transfer."""
         fds = list(fds)
         sids: list[int] = []
-        views: list[memoryview] = []
+        maps: list[mmap.mmap] = []
         with self._lock:
             for ref in refs:
                 if ref.has_fd:
-                    fd = fds.pop(0)
-                    try:
-                        stale = self._maps.pop(ref.sid, None)
-                        if stale is not None:
-                            _close_map(stale)
-                        size = os.fstat(fd).st_size
-                        self._maps[ref.sid] = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
-                    finally:
-                        os.close(fd)
-                views.append(memoryview(self._maps[ref.sid])[: ref.length])
+                    stale = self._fds.pop(ref.sid, None)
+                    if stale is not None:
+                        os.close(stale)
+                    self._fds[ref.sid] = fds.pop(0)
+                flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+                maps.append(mmap.mmap(self._fds[ref.sid], ref.length, flags=flags))
                 sids.append(ref.sid)
-        return Lent(sids, views)
+        return Lent(sids, maps)
 
     def forget(self, sids: Iterable[int]) -> None:
-        """The sender closed these segments, or a view of them was kept: drop our mappings."""
+        """The sender closed these segments, or a view of them was kept: drop them here (a
+        mapping still viewed lives on with its views)."""
         with self._lock:
             for sid in sids:
-                stale = self._maps.pop(sid, None)
-                if stale is not None:
-                    _close_map(stale)
+                fd = self._fds.pop(sid, None)
+                if fd is not None:
+                    os.close(fd)
 
     def close(self) -> None:
-        self.forget(list(self._maps))
-
-
-def _close_map(mm: mmap.mmap) -> None:
-    try:
-        mm.close()
-    except BufferError:
-        pass  # a view of it is still alive: the mapping goes when that view does
+        self.forget(list(self._fds))
 
 
 def loads(data: bytes | memoryview, lent: Lent | None) -> Any:
@@ -337,6 +339,6 @@ def loads(data: bytes | memoryview, lent: Lent | None) -> Any:
     if lent is None:
         return pickle.loads(data)
     try:
-        return pickle.loads(data, buffers=lent.views)
+        return pickle.loads(data, buffers=list(lent.views))
     finally:
         lent.decoded = True
