@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar, Unpack
 from ._backend import Backend, PreparedTask
 from ._backends import make_backend
 from ._callbacks import CallbackRunner
+from ._context import get_context
 from ._errors import PoolTerminatedError
 from ._feeding import IMAP_MAX_CHUNK, ChunkSizer, Feeder, fixed_size, map_chunk_cap
 from ._options import ExceptionTypes, MapOptions, Options, TaskOptions, exception_types
@@ -100,6 +101,7 @@ class Pool(multiprocessing.pool.Pool):
         ):
             raise ValueError("max_memory_per_child must be a positive number of bytes or None")
         self._options = Options(task_timeout, retries, exception_types(retry_on))
+        self._ctx = context if context is not None else get_context()
         self._callbacks = CallbackRunner()
         # The backend runs the tasks: local worker processes (large buffers of the arguments
         # travel in the shared-memory segments), or a Dask cluster (docs/dask.md).
