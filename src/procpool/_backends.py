@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ._backend import Backend
+from ._feeding import TARGET_CHUNK_SECONDS
 from ._protocol import PROTOCOL
 from ._serialize import dumps_callable
 from ._shm import SegmentPool
@@ -23,6 +24,10 @@ _INSTALL_DASK = "pip install 'procpool[dask]'"
 
 Initializer = tuple[Callable[..., object], tuple[Any, ...]]
 
+# Work an automatic map chunk should stand for on Dask: a Dask task costs the scheduler about a
+# millisecond at best (several on a busy machine), a local task a few microseconds.
+DASK_CHUNK_SECONDS = 0.05
+
 
 class Built(NamedTuple):
     """A backend, and what the facade needs to know to feed it."""
@@ -31,6 +36,7 @@ class Built(NamedTuple):
     segments: SegmentPool | None  # where large arguments go (None: they travel in band)
     size: int  # the workers, or the cluster's threads: sizes map chunks and imap windows
     dumps_callable: Callable[[Any], bytes]  # pickles the functions the backend's workers call
+    chunk_seconds: float = TARGET_CHUNK_SECONDS  # work an automatic map chunk stands for
 
 
 def dumps_for_cluster(func: Any) -> bytes:
@@ -86,7 +92,7 @@ def make_backend(
         ) from exc
     init = None if initializer is None else (dumps_for_cluster(initializer[0]), initializer[1])
     backend = DaskBackend(client=client, address=address, processes=processes, initializer=init)
-    return Built(backend, None, backend.size, dumps_for_cluster)
+    return Built(backend, None, backend.size, dumps_for_cluster, DASK_CHUNK_SECONDS)
 
 
 def _process_backend(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import queue
 import threading
 import uuid
 from collections.abc import Callable
@@ -121,13 +122,19 @@ class DaskBackend:
         self._item_seconds: float | None = None
         self._done = threading.Event()
         self._finisher: threading.Thread | None = None
+        # Attempts registered, from any thread to the submitter; futures that ended, from
+        # Dask's callback thread to the collector. None stops either thread.
+        self._to_submit: queue.SimpleQueue[list[_Attempt] | None] = queue.SimpleQueue()
+        self._ended: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for work, role in ((self._submit, "submitter"), (self._collect, "collector")):
+            threading.Thread(target=work, name=f"{self._name}-{role}", daemon=True).start()
         try:
             client.subscribe_topic(started_topic(self._name), self._on_started)
             _listen_to_cluster(client, self)
             if initializer is not None:
                 client.register_plugin(Initializer(self._name, *initializer), name=self._name)
         except BaseException:
-            self._release()
+            self._finish()
             raise
 
     @property
@@ -182,8 +189,7 @@ class DaskBackend:
         if finisher is not None:
             finisher.join()
         elif not self._done.is_set():
-            self._release()
-            self._done.set()
+            self._finish()
 
     def join(self, timeout: float | None = None) -> bool:
         if not self._done.wait(timeout):
@@ -205,7 +211,8 @@ class DaskBackend:
     # -- submitting attempts ------------------------------------------------------------------
 
     def _start(self, attempts: list[_Attempt]) -> None:
-        """Submit attempts as new Dask tasks, or fail them if the pool cannot run them."""
+        """Register attempts and queue them for the submitter, or fail them if the pool cannot
+        run them."""
         with self._lock:
             refused = self._state is Lifecycle.TERMINATE or self._broken is not None
             if not refused:
@@ -215,7 +222,26 @@ class DaskBackend:
                     self._attempts[attempt.key] = attempt
         if refused:
             self._fail_all(attempts, self._final_error)
-            return
+        else:
+            self._to_submit.put(attempts)
+
+    def _submit(self) -> None:
+        """The submitter thread: hands the registered attempts to Dask, as many in one call as
+        have come since the last (each call costs the scheduler a graph update)."""
+        while True:
+            batches = [self._to_submit.get()]
+            while not self._to_submit.empty():
+                batches.append(self._to_submit.get())
+            attempts: list[_Attempt] = []
+            with self._lock:  # those failed meanwhile (cancelled, terminated) are left out
+                for batch in batches:
+                    if batch is None:
+                        return  # the backend has finished
+                    attempts += [a for a in batch if self._attempts.get(a.key) is a]
+            if attempts:
+                self._run(attempts)
+
+    def _run(self, attempts: list[_Attempt]) -> None:
         tasks = [a.task for a in attempts]
         futures = self._client.map(
             run_task,
@@ -241,32 +267,59 @@ class DaskBackend:
         for future in futures:
             future.add_done_callback(self._on_done)
 
-    # -- outcomes (on Dask's callback thread and on the client's event loop) --------------------
+    # -- outcomes (on the collector thread, and on the client's event loop) ---------------------
 
     def _on_done(self, future: Any) -> None:
-        with self._lock:
-            attempt = self._attempts.pop(future.key, None)
-        if attempt is None:
-            return  # already failed (lost with its worker, cancelled, terminated)
+        """(On Dask's callback thread.) Hand the finished future to the collector."""
+        self._ended.put(future)
+
+    def _collect(self) -> None:
+        """The collector thread: takes the futures that ended, as many at a time as there are,
+        and fetches the results of those that finished in one round trip to the cluster."""
+        while True:
+            futures = [self._ended.get()]
+            while not self._ended.empty():
+                futures.append(self._ended.get())
+            if None in futures:
+                return  # the backend has finished
+            ended: list[tuple[_Attempt, Any]] = []
+            with self._lock:
+                for future in futures:
+                    # An attempt already gone was failed meanwhile (lost with its worker,
+                    # cancelled, terminated): its future's outcome is no longer wanted.
+                    attempt = self._attempts.pop(future.key, None)
+                    if attempt is not None:
+                        ended.append((attempt, future))
+            finished = [(attempt, f) for attempt, f in ended if f.status == "finished"]
+            try:
+                values = self._client.gather([f for _, f in finished]) if finished else []
+            except Exception:  # one result was lost meanwhile: fetch them one by one
+                values = [None] * len(finished)
+            outcomes = dict(zip((f.key for _, f in finished), values, strict=True))
+            for attempt, future in ended:
+                self._settle(attempt, future, outcomes.get(future.key))
+            with self._lock:
+                self._finish_if_done()
+
+    def _settle(self, attempt: _Attempt, future: Any, value: Any) -> None:
+        """Deliver an attempt's outcome (``value``: its result, when already fetched)."""
         try:
-            self._outcome(attempt, future)
+            if future.status == "finished":
+                status, payload, seconds = future.result() if value is None else value
+                self._measured(seconds / max(1, attempt.task.items))
+                self._finished(attempt, status, memoryview(payload))
+            else:
+                self._unfinished(attempt, future)
         except Exception as exc:  # the client lost its scheduler while reading the result, say
             error = ProcpoolError(f"the result of task {attempt.task.label} was lost: {exc!r}")
             error.__cause__ = exc
             attempt.task.sink._fail(attempt.task.index, error)
-        finally:
-            with self._lock:
-                self._finish_if_done()
 
-    def _outcome(self, attempt: _Attempt, future: Any) -> None:
+    def _unfinished(self, attempt: _Attempt, future: Any) -> None:
         from distributed.scheduler import KilledWorker
 
         task = attempt.task
-        if future.status == "finished":
-            status, payload, seconds = future.result()
-            self._measured(seconds / max(1, task.items))
-            self._finished(attempt, status, memoryview(payload))
-        elif future.status == "error":
+        if future.status == "error":
             exc = future.exception()
             if not isinstance(exc, KilledWorker):
                 error = ProcpoolError(
@@ -428,6 +481,8 @@ class DaskBackend:
     def _finish(self) -> None:
         self._release()
         self._done.set()
+        self._to_submit.put(None)
+        self._ended.put(None)
 
     def _release(self) -> None:
         """Undo what the constructor did: the subscriptions and the plugin on the client, then

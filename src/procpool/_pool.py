@@ -119,6 +119,7 @@ class Pool(multiprocessing.pool.Pool):
         self._segments: SegmentPool | None = built.segments
         self._processes = built.size
         self._dumps_callable = built.dumps_callable
+        self._chunk_seconds = built.chunk_seconds
         self._control = _Control(self._backend)
         self._state = Lifecycle.RUN
 
@@ -408,7 +409,7 @@ class Pool(multiprocessing.pool.Pool):
         size = (
             fixed_size(chunksize)
             if chunksize is not None
-            else ChunkSizer(self._backend.item_seconds, cap)
+            else ChunkSizer(self._backend.item_seconds, cap, self._chunk_seconds)
         )
         self._control.add_feed(sink)
         feeder = Feeder(
