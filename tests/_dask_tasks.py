@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from _helpers import checkin
+from _helpers import checkin, crash
 
 # What the pool's initializer set in this worker process.
 _initialized: Any = None
@@ -43,3 +43,14 @@ def fail_once(path: str) -> str:
         marker.write_text("failed once")
         raise OSError("the first attempt fails")
     return "ok"
+
+
+def lost_once(address: str, path: str) -> str:
+    """The first time (no file at ``path`` yet), check in and wait to be killed; afterwards,
+    return at once."""
+    marker = Path(path)
+    if marker.exists():
+        return "ran again"
+    marker.write_text("started")
+    crash(address, "sigkill")
+    raise AssertionError("unreachable: crash() does not return")

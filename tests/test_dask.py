@@ -27,7 +27,7 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 import procpool  # noqa: E402
-from _dask_tasks import fail_once, initialize, initialized, spin  # noqa: E402
+from _dask_tasks import fail_once, initialize, initialized, lost_once, spin  # noqa: E402
 from _helpers import (  # noqa: E402
     Rendezvous,
     block,
@@ -347,6 +347,18 @@ def test_a_killed_worker_fails_exactly_its_task_and_the_pool_goes_on(
         assert pool.map(square, range(20)) == [x * x for x in range(20)]
         client.wait_for_workers(2, timeout=WAIT)
         assert {value for value, _ in client.run(initialized).values()} == {"ready"}
+
+
+def test_a_task_lost_with_its_worker_runs_again_when_retries_allow(
+    client: Any, rendezvous: Rendezvous, tmp_path: Path
+) -> None:
+    with procpool.Pool(client=client, retries=1) as pool:
+        result = pool.apply_async(lost_once, (rendezvous.address, str(tmp_path / "marker")))
+        pid = rendezvous.accept()
+        _wait_until_announced(client, pool, 1)
+        os.kill(pid, signal.SIGKILL)
+        assert result.get(WAIT) == "ran again"
+    client.wait_for_workers(2, timeout=WAIT)
 
 
 # -- a pool's own LocalCluster --------------------------------------------------------------
