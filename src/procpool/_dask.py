@@ -162,11 +162,7 @@ class DaskBackend:
             found = [a for a in self._attempts.values() if a.task.sink is sink]
             for attempt in found:
                 del self._attempts[attempt.key]
-        self._client.cancel([a.future for a in found if a.future is not None])
-        for attempt in found:
-            attempt.task.sink._fail(
-                attempt.task.index, TaskCancelledError(f"task {attempt.task.label} was cancelled")
-            )
+        self._fail_all(found, lambda task: TaskCancelledError(f"task {task.label} was cancelled"))
         with self._lock:
             self._finish_if_done()
         return bool(found)
@@ -238,8 +234,22 @@ class DaskBackend:
                     if batch is None:
                         return  # the backend has finished
                     attempts += [a for a in batch if self._attempts.get(a.key) is a]
-            if attempts:
+            if not attempts:
+                continue
+            try:
                 self._run(attempts)
+            except Exception as exc:  # the client was closed, or lost its scheduler
+                self._could_not_submit(attempts, exc)
+
+    def _could_not_submit(self, attempts: list[_Attempt], exc: Exception) -> None:
+        with self._lock:
+            failed = [a for a in attempts if self._attempts.pop(a.key, None) is a]
+        for attempt in failed:
+            error = ProcpoolError(f"Dask did not accept task {attempt.task.label}: {exc!r}")
+            error.__cause__ = exc
+            attempt.task.sink._fail(attempt.task.index, error)
+        with self._lock:
+            self._finish_if_done()
 
     def _run(self, attempts: list[_Attempt]) -> None:
         tasks = [a.task for a in attempts]
@@ -327,7 +337,7 @@ class DaskBackend:
                     "the same version, on the Dask workers?)"
                 )
                 error.__cause__ = exc
-                self._fail_all([attempt], lambda: error)
+                self._fail_all([attempt], lambda _: error)
             else:  # Dask gave up on it after its worker(s) died
                 self._lost(attempt, exc.last_worker.address if exc.last_worker else None)
         else:  # cancelled or lost by Dask itself (the scheduler restarted, say)
@@ -443,22 +453,27 @@ class DaskBackend:
             self._attempts.clear()
         self._fail_all(found, self._final_error)
 
-    def _final_error(self) -> BaseException:
+    def _final_error(self, task: PreparedTask) -> BaseException:
+        """Why the task cannot run any more: the pool broke, or was terminated."""
         if self._broken is None:
-            return PoolTerminatedError("the pool was terminated before this task finished")
+            return PoolTerminatedError(f"the pool was terminated before task {task.label} finished")
         # Each failed task gets an exception of its own: one object raised in several places
         # would tangle their tracebacks.
         error = type(self._broken)(*self._broken.args)
         error.__cause__ = self._broken.__cause__
         return error
 
-    def _fail_all(self, attempts: list[_Attempt], error: Callable[[], BaseException]) -> None:
+    def _fail_all(
+        self, attempts: list[_Attempt], error: Callable[[PreparedTask], BaseException]
+    ) -> None:
+        """Fail these attempts (taken from the record already) with ``error(task)``; cancel
+        their Dask tasks."""
         futures = [a.future for a in attempts if a.future is not None]
         if futures:
             with contextlib.suppress(Exception):
                 self._client.cancel(futures)
         for attempt in attempts:
-            attempt.task.sink._fail(attempt.task.index, error())
+            attempt.task.sink._fail(attempt.task.index, error(attempt.task))
 
     # -- the end ------------------------------------------------------------------------------
 
