@@ -128,6 +128,13 @@ def cli_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 # -- choosing the backend -------------------------------------------------------------------
 
 
+def _python(code: str) -> str:
+    """What a fresh interpreter running ``code`` prints."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT, check=True
+    ).stdout
+
+
 def test_without_dask_the_local_pool_works_and_dask_says_what_to_install() -> None:
     code = (
         "import sys; sys.modules['distributed'] = None; sys.modules['dask'] = None\n"
@@ -136,10 +143,7 @@ def test_without_dask_the_local_pool_works_and_dask_says_what_to_install() -> No
         "try: procpool.Pool(backend='dask')\n"
         "except ImportError as e: print(e)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT, check=True
-    )
-    assert "pip install 'procpool[dask]'" in out.stdout
+    assert "pip install 'procpool[dask]'" in _python(code)
 
 
 def test_the_local_pool_does_not_import_dask() -> None:
@@ -149,10 +153,7 @@ def test_the_local_pool_does_not_import_dask() -> None:
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed') "
         "or m == 'procpool._dask'))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT, check=True
-    )
-    assert out.stdout.strip() == "[]"
+    assert _python(code).strip() == "[]"
 
 
 @pytest.mark.parametrize(

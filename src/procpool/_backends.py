@@ -16,7 +16,7 @@ from ._protocol import PROTOCOL
 from ._serialize import dumps_callable
 from ._shm import SegmentPool
 
-__all__ = ["BACKENDS", "Built", "make_backend"]
+__all__ = ["BACKENDS", "Built", "Settings", "make_backend"]
 
 BACKENDS = ("process", "dask")
 
@@ -49,6 +49,16 @@ def dumps_for_cluster(func: Any) -> bytes:
     return dumps_callable(func)
 
 
+class Settings(NamedTuple):
+    """The Pool's options that shape its backend."""
+
+    context: Any  # None: the default context
+    processes: int | None  # None: the default size
+    maxtasksperchild: int | None
+    initializer: Initializer | None  # the function and its arguments
+    max_memory_per_child: int | None
+
+
 def make_backend(
     name: str | None,
     address: str | None,
@@ -60,92 +70,84 @@ def make_backend(
     initializer: Initializer | None,
     max_memory_per_child: int | None,
 ) -> Built:
-    """The backend named (``name`` None: Dask if ``address`` or ``client`` is given), built.
-
-    ``processes`` None means the default size; ``context`` None, the default context;
-    ``initializer``: the function and its arguments. Options a backend cannot honour raise here,
-    at the Pool's construction.
-    """
+    """The backend named (``name`` None: Dask if ``address`` or ``client`` is given), built
+    with the Pool's :class:`Settings`. Options a backend cannot honour raise here, at the
+    Pool's construction."""
+    settings = Settings(context, processes, maxtasksperchild, initializer, max_memory_per_child)
     if name is None:
         name = "dask" if address is not None or client is not None else "process"
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {name!r}")
-    if name == "process":
-        if address is not None or client is not None:
-            raise ValueError("address and client name a Dask cluster: they need backend='dask'")
-        return _process_backend(
-            context, processes, maxtasksperchild, initializer, max_memory_per_child
-        )
-    _check_dask_options(address, client, context, processes, maxtasksperchild)
-    if max_memory_per_child is not None:
-        raise ValueError(
-            "max_memory_per_child cannot be honoured on Dask: a Dask worker's memory is capped "
-            "where the cluster is deployed (`dask worker --memory-limit`, or LocalCluster's "
-            "memory_limit); Dask's nanny then restarts a worker that grows past 95% of it, and "
-            "procpool fails the task it was running with WorkerLostError"
-        )
+    if name == "dask":
+        return _dask_backend(address, client, settings)
+    if address is not None or client is not None:
+        raise ValueError("address and client name a Dask cluster: they need backend='dask'")
+    return _process_backend(settings)
+
+
+def _process_backend(settings: Settings) -> Built:
+    from ._context import get_context
+    from ._cpu import cpu_count
+    from ._scheduler import ProcessBackend
+
+    size = cpu_count() if settings.processes is None else settings.processes
+    # The arguments travel with the worker's start (a fork inherits them), as in the standard
+    # library, so they may hold queues, locks and shared values.
+    initializer = settings.initializer
+    init = None if initializer is None else (dumps_callable(initializer[0]), initializer[1])
+    # Large buffers of the arguments are copied into these shared-memory segments.
+    segments = SegmentPool()
+    backend = ProcessBackend(
+        settings.context if settings.context is not None else get_context(),
+        size,
+        settings.maxtasksperchild,
+        init,
+        settings.max_memory_per_child,
+        segments=segments,
+    )
+    return Built(backend, segments, size, dumps_callable)
+
+
+def _dask_backend(address: str | None, client: Any, settings: Settings) -> Built:
+    _check_dask_options(address, client, settings)
     try:
         from ._dask import DaskBackend
     except ImportError as exc:
         raise ImportError(
             f"Pool(backend='dask') needs Dask's distributed scheduler: {_INSTALL_DASK}"
         ) from exc
+    initializer = settings.initializer
     init = None if initializer is None else (dumps_for_cluster(initializer[0]), initializer[1])
-    backend = DaskBackend(client=client, address=address, processes=processes, initializer=init)
+    backend = DaskBackend(
+        client=client, address=address, processes=settings.processes, initializer=init
+    )
     return Built(backend, None, backend.size, dumps_for_cluster, DASK_CHUNK_SECONDS)
 
 
-def _process_backend(
-    context: Any,
-    processes: int | None,
-    maxtasksperchild: int | None,
-    initializer: Initializer | None,
-    max_memory_per_child: int | None,
-) -> Built:
-    from ._context import get_context
-    from ._cpu import cpu_count
-    from ._scheduler import ProcessBackend
-
-    size = cpu_count() if processes is None else processes
-    # The arguments travel with the worker's start (a fork inherits them), as in the standard
-    # library, so they may hold queues, locks and shared values.
-    init = None if initializer is None else (dumps_callable(initializer[0]), initializer[1])
-    # Large buffers of the arguments are copied into these shared-memory segments.
-    segments = SegmentPool()
-    backend = ProcessBackend(
-        context if context is not None else get_context(),
-        size,
-        maxtasksperchild,
-        init,
-        max_memory_per_child,
-        segments=segments,
-    )
-    return Built(backend, segments, size, dumps_callable)
-
-
-def _check_dask_options(
-    address: str | None,
-    client: Any,
-    context: Any,
-    processes: int | None,
-    maxtasksperchild: int | None,
-) -> None:
+def _check_dask_options(address: str | None, client: Any, settings: Settings) -> None:
     """Refuse, with the reason, what a Dask backend cannot honour."""
     if address is not None and client is not None:
         raise ValueError("give a Dask scheduler's address or a client, not both")
-    if processes is not None and (address is not None or client is not None):
+    if settings.processes is not None and (address is not None or client is not None):
         raise ValueError(
             "processes cannot be honoured on an existing Dask cluster: its size is set where it "
             "is deployed (leave processes out: the pool's size is then the cluster's threads)"
         )
-    if context is not None:
+    if settings.context is not None:
         raise ValueError(
             "a multiprocessing context has no meaning on Dask: its workers are started by the "
             "cluster's deployment"
         )
-    if maxtasksperchild is not None:
+    if settings.maxtasksperchild is not None:
         raise ValueError(
             "maxtasksperchild cannot be honoured on Dask, which replaces workers by age, not by "
             "task count: set `dask worker --lifetime` (with --lifetime-restart) where the "
             "cluster is deployed"
+        )
+    if settings.max_memory_per_child is not None:
+        raise ValueError(
+            "max_memory_per_child cannot be honoured on Dask: a Dask worker's memory is capped "
+            "where the cluster is deployed (`dask worker --memory-limit`, or LocalCluster's "
+            "memory_limit); Dask's nanny then restarts a worker that grows past 95% of it, and "
+            "procpool fails the task it was running with WorkerLostError"
         )
