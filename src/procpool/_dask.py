@@ -340,8 +340,13 @@ class DaskBackend:
                 self._fail_all([attempt], lambda _: error)
             else:  # Dask gave up on it after its worker(s) died
                 self._lost(attempt, exc.last_worker.address if exc.last_worker else None)
-        else:  # cancelled or lost by Dask itself (the scheduler restarted, say)
-            self._lost(attempt, attempt.worker)
+        else:  # cancelled or lost by Dask itself, not by the pool
+            self._retry_or_fail(
+                attempt,
+                f"was dropped by Dask ({future.status}): the connection to its scheduler was "
+                "lost, or the scheduler restarted",
+                WorkerLostError,
+            )
 
     def _finished(self, attempt: _Attempt, status: int, payload: memoryview) -> None:
         task = attempt.task
