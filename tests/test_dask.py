@@ -279,6 +279,19 @@ def test_cancel_and_terminate_fail_running_tasks(client: Any, rendezvous: Rendez
     rendezvous.release_all()
 
 
+def test_leaving_the_block_by_an_exception_terminates(client: Any, rendezvous: Rendezvous) -> None:
+    pool = procpool.Pool(client=client)
+    assert pool.__enter__() is pool
+    running = pool.apply_async(block, (rendezvous.address, 3))
+    rendezvous.accept()
+    pool.__exit__(RuntimeError, RuntimeError("leave the block"), None)  # as `with` would
+    with pytest.raises(procpool.PoolTerminatedError):
+        running.get(WAIT)
+    rendezvous.release_all()
+    with pytest.raises(ValueError, match="Pool not running"):
+        pool.apply(square, (1,))
+
+
 def test_an_initializer_that_raises_fails_the_tasks(client: Any) -> None:
     with procpool.Pool(client=client, initializer=fail_initializer, initargs=("no",)) as pool:
         with pytest.raises(procpool.InitializerError, match="ValueError: no") as info:
