@@ -28,6 +28,7 @@ backend decides it, and every outcome reaches the task's result sink:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import queue
@@ -128,6 +129,9 @@ class DaskBackend:
         self._ended: queue.SimpleQueue[Any] = queue.SimpleQueue()
         for work, role in ((self._submit, "submitter"), (self._collect, "collector")):
             threading.Thread(target=work, name=f"{self._name}-{role}", daemon=True).start()
+        # At interpreter exit a pool still open is terminated while threads can still start
+        # and Dask's connections still work (a pool collected later could not stop its cluster).
+        atexit.register(self.terminate)
         try:
             client.subscribe_topic(started_topic(self._name), self._on_started)
             _listen_to_cluster(client, self)
@@ -224,22 +228,26 @@ class DaskBackend:
     def _submit(self) -> None:
         """The submitter thread: hands the registered attempts to Dask, as many in one call as
         have come since the last (each call costs the scheduler a graph update)."""
-        while True:
-            batches = [self._to_submit.get()]
-            while not self._to_submit.empty():
-                batches.append(self._to_submit.get())
-            attempts: list[_Attempt] = []
-            with self._lock:  # those failed meanwhile (cancelled, terminated) are left out
-                for batch in batches:
-                    if batch is None:
-                        return  # the backend has finished
-                    attempts += [a for a in batch if self._attempts.get(a.key) is a]
-            if not attempts:
-                continue
+        while self._submit_batch():
+            pass
+
+    def _submit_batch(self) -> bool:
+        """Submit what was registered since the last batch; False once the backend finished."""
+        batches = [self._to_submit.get()]
+        while not self._to_submit.empty():
+            batches.append(self._to_submit.get())
+        attempts: list[_Attempt] = []
+        with self._lock:  # those failed meanwhile (cancelled, terminated) are left out
+            for batch in batches:
+                if batch is None:
+                    return False  # the backend has finished
+                attempts += [a for a in batch if self._attempts.get(a.key) is a]
+        if attempts:
             try:
                 self._run(attempts)
             except Exception as exc:  # the client was closed, or lost its scheduler
                 self._could_not_submit(attempts, exc)
+        return True
 
     def _could_not_submit(self, attempts: list[_Attempt], exc: Exception) -> None:
         with self._lock:
@@ -286,30 +294,36 @@ class DaskBackend:
     def _collect(self) -> None:
         """The collector thread: takes the futures that ended, as many at a time as there are,
         and fetches the results of those that finished in one round trip to the cluster."""
-        while True:
-            futures = [self._ended.get()]
-            while not self._ended.empty():
-                futures.append(self._ended.get())
-            if None in futures:
-                return  # the backend has finished
-            ended: list[tuple[_Attempt, Any]] = []
-            with self._lock:
-                for future in futures:
-                    # An attempt already gone was failed meanwhile (lost with its worker,
-                    # cancelled, terminated): its future's outcome is no longer wanted.
-                    attempt = self._attempts.pop(future.key, None)
-                    if attempt is not None:
-                        ended.append((attempt, future))
-            finished = [(attempt, f) for attempt, f in ended if f.status == "finished"]
-            try:
-                values = self._client.gather([f for _, f in finished]) if finished else []
-            except Exception:  # one result was lost meanwhile: fetch them one by one
-                values = [None] * len(finished)
-            outcomes = dict(zip((f.key for _, f in finished), values, strict=True))
-            for attempt, future in ended:
-                self._settle(attempt, future, outcomes.get(future.key))
-            with self._lock:
-                self._finish_if_done()
+        while self._collect_batch():
+            pass
+
+    def _collect_batch(self) -> bool:
+        """Settle the futures that ended since the last batch; False once the backend finished.
+        (A method of its own: no future outlives it, so Dask may release the results.)"""
+        futures = [self._ended.get()]
+        while not self._ended.empty():
+            futures.append(self._ended.get())
+        if None in futures:
+            return False  # the backend has finished
+        ended: list[tuple[_Attempt, Any]] = []
+        with self._lock:
+            for future in futures:
+                # An attempt already gone was failed meanwhile (lost with its worker,
+                # cancelled, terminated): its future's outcome is no longer wanted.
+                attempt = self._attempts.pop(future.key, None)
+                if attempt is not None:
+                    ended.append((attempt, future))
+        finished = [(attempt, f) for attempt, f in ended if f.status == "finished"]
+        try:
+            values = self._client.gather([f for _, f in finished]) if finished else []
+        except Exception:  # one result was lost meanwhile: fetch them one by one
+            values = [None] * len(finished)
+        outcomes = dict(zip((f.key for _, f in finished), values, strict=True))
+        for attempt, future in ended:
+            self._settle(attempt, future, outcomes.get(future.key))
+        with self._lock:
+            self._finish_if_done()
+        return True
 
     def _settle(self, attempt: _Attempt, future: Any, value: Any) -> None:
         """Deliver an attempt's outcome (``value``: its result, when already fetched)."""
@@ -499,6 +513,7 @@ class DaskBackend:
         self._finisher.start()
 
     def _finish(self) -> None:
+        atexit.unregister(self.terminate)
         self._release()
         self._done.set()
         self._to_submit.put(None)
