@@ -394,6 +394,19 @@ def test_a_pool_starts_and_stops_its_own_local_cluster(rendezvous: Rendezvous) -
     assert all(is_gone(pid) for pid in workers)
 
 
+def test_a_pool_left_open_at_exit_stops_its_cluster() -> None:
+    code = (
+        "import os, procpool\n"
+        "if __name__ == '__main__':\n"
+        "    pool = procpool.Pool(2, backend='dask')\n"
+        "    assert pool.apply(abs, (-2,)) == 2\n"
+        "    print(*pool._backend._client.run(os.getpid).values())\n"
+    )
+    workers = [int(pid) for pid in _python(code).split()]
+    assert len(workers) == 2
+    assert all(is_gone(pid) for pid in workers)
+
+
 # -- a cluster started from the command line ------------------------------------------------
 
 
