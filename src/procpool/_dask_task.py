@@ -2,10 +2,9 @@
 
 A procpool task reaches Dask as a call of :func:`run_task` with the task's function and arguments
 still pickled, exactly as the local backend sends them to its workers; it runs them the way a
-local worker does (``_worker._Worker._run``: same modes, same ``retry_on`` and
-``return_exceptions`` handling, same ``MaybeEncodingError`` for a result that will not pickle)
-and returns ``(status, payload, seconds)`` with the outcome still pickled, so the caller's thread
-unpickles results and exceptions lazily, as it does for the local backend.
+local worker does (``_inband.run_inband``) and returns ``(status, payload, seconds)`` with
+the outcome still pickled, so the caller's thread unpickles results and exceptions lazily, as it
+does for the local backend.
 
 Dask workers must have procpool installed: they import this module by name. (Only the Dask
 backend imports it: it needs ``distributed``.)
@@ -20,8 +19,8 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from ._inband import run_inband
 from ._protocol import Mode, WireTask, encode_exception
-from ._worker import _FunctionCache, _Worker
 
 __all__ = ["INIT_FAILED", "TIMED_OUT", "Initializer", "run_task", "started_topic"]
 
@@ -35,22 +34,6 @@ _initialized: dict[str, bytes | None] = {}
 
 class _Stopped(BaseException):
     """Raised inside a call that ran past its deadline, to stop it (pure Python code only)."""
-
-
-class _Runner(threading.local):
-    """What ``_Worker._run`` needs of a worker, one per thread (Dask runs tasks on several):
-    the last function unpickled, and no shared-memory segments (results travel in band)."""
-
-    def __init__(self) -> None:
-        self._functions = _FunctionCache()
-        self._results = None
-
-    def run(self, task: WireTask) -> tuple[int, bytes]:
-        status, payload, _ = _Worker._run(self, task, None)  # type: ignore[arg-type]
-        return int(status), bytes(payload)
-
-
-_runner = _Runner()
 
 
 def started_topic(pool_name: str) -> str:
@@ -79,7 +62,7 @@ def run_task(
     task = WireTask(0, Mode(mode), function, arguments, retry_on, return_exceptions)
     started = time.perf_counter()
     if timeout is None:
-        status, payload = _runner.run(task)
+        status, payload = run_inband(task)
     else:
         status, payload = _run_with_deadline(task, timeout)
     return status, payload, time.perf_counter() - started
@@ -101,7 +84,7 @@ def _run_with_deadline(task: WireTask, timeout: float) -> tuple[int, bytes]:
     """
     outcome: list[tuple[int, bytes]] = []
     thread = threading.Thread(
-        target=lambda: outcome.append(_runner.run(task)), name="procpool-task", daemon=True
+        target=lambda: outcome.append(run_inband(task)), name="procpool-task", daemon=True
     )
     thread.start()
     thread.join(timeout)
