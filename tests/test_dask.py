@@ -263,6 +263,18 @@ def test_a_task_timeout_fails_the_task_and_stops_its_python_code(
         assert pool.apply(square, (3,)) == 9
 
 
+def test_a_task_that_times_out_again_fails_with_its_attempts_noted(
+    client: Any, rendezvous: Rendezvous
+) -> None:
+    with (
+        procpool.Pool(client=client, task_timeout=0.3, retries=1) as pool,
+        pytest.raises(procpool.TaskTimeoutError) as info,
+    ):
+        pool.apply(spin, (rendezvous.address,))
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "attempt 1: ran past its 0.3 s timeout on Dask worker tcp://127.0.0.1:" in notes
+
+
 def test_cancel_and_terminate_fail_running_tasks(client: Any, rendezvous: Rendezvous) -> None:
     pool = procpool.Pool(client=client)
     cancelled = pool.apply_async(block, (rendezvous.address, 1))
