@@ -13,6 +13,7 @@ backend imports it: it needs ``distributed``.)
 from __future__ import annotations
 
 import ctypes
+import pickle
 import threading
 import time
 from typing import Any
@@ -108,8 +109,6 @@ class Initializer(WorkerPlugin):
         self._initargs = initargs
 
     def setup(self, worker: Any) -> None:
-        import pickle
-
         try:
             pickle.loads(self._function)(*self._initargs)
         except BaseException as exc:
