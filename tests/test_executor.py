@@ -11,6 +11,7 @@ import concurrent.futures
 import itertools
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -263,3 +264,29 @@ def test_sigkill_inside_the_task_function(executors: Callable[..., Executor], au
         executor.submit(kill_self).result(WAIT)
     assert executor.submit(square, 4).result(WAIT) == 16
     shutdown_and_check(executor, audit)
+
+
+_SUBMIT_AND_EXIT = """
+import sys
+import procpool
+from pathlib import Path
+
+if __name__ == "__main__":
+    executor = procpool.ProcessPoolExecutor(2)
+    for i in range(4):
+        executor.submit(Path(sys.argv[1], str(i)).write_text, "done")
+    # No shutdown: as with the standard library's executor, the work finishes before exit.
+"""
+
+
+def test_work_submitted_before_the_interpreter_exits_still_runs(tmp_path: Path) -> None:
+    script = tmp_path / "submit_and_exit.py"
+    script.write_text(_SUBMIT_AND_EXIT)
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=WAIT
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["0", "1", "2", "3"]
+    assert done.stderr == ""

@@ -22,6 +22,7 @@ and the future ends cancelled. ``concurrent.futures.wait``/``as_completed`` and
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 import time
 import weakref
@@ -212,6 +213,9 @@ class _FutureSink:
                     self._executor_state.broken = value
                 _set(self._future, success, value)
         finally:
+            # Nothing runs any more: drop the way to stop it (and the cycle future -> _stop ->
+            # sink -> future, so a settled future is freed as soon as the caller drops it).
+            self._future._stop = None
             self._executor_state.dispatcher.settled()
 
 
@@ -294,6 +298,41 @@ class _Machinery:
         return not self._pool._backend.join(0)
 
 
+class _ExitHook:
+    """Waits, when the interpreter exits, for the work of every executor not shut down.
+
+    The standard library's executor finishes the work submitted to it before the interpreter
+    exits, even when nobody waits for it (a script that submits and ends); procpool's does the
+    same. The hook runs in ``threading``'s exit step, before ``atexit`` and before
+    ``multiprocessing``'s own exit handler, which terminates pools. Registered with the first
+    executor, not at import.
+
+    A forked child inherits the hook and the parent's executors (a forked worker runs the hook
+    when it ends): only the executors made in the exiting process are finished, and a child
+    that makes its own registers the hook for itself.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
+        self._registered_in: int | None = None  # the pid that registered the hook
+
+    def add(self, executor: ProcessPoolExecutor) -> None:
+        with self._lock:
+            self._live.add(executor)
+            if self._registered_in != os.getpid():
+                threading._register_atexit(self._finish)  # type: ignore[attr-defined]
+                self._registered_in = os.getpid()
+
+    def _finish(self) -> None:
+        for executor in list(self._live):
+            if executor._owner_pid == os.getpid():
+                executor.shutdown(wait=True)
+
+
+_exit_hook = _ExitHook()
+
+
 class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
     """``concurrent.futures.ProcessPoolExecutor``'s API on procpool's workers.
 
@@ -354,6 +393,8 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
         # As the standard library's call queue: a few tasks beyond one per worker are handed to
         # the backend, so a worker that finishes finds its next task there at once.
         self._shared = _ExecutorState(pool, 2 * self._max_workers)
+        self._owner_pid = os.getpid()
+        _exit_hook.add(self)
 
     def __repr__(self) -> str:
         state = "shut down" if self._shutdown_thread else "running"

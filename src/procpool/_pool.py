@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing.pool
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sized
 from types import FunctionType
 from typing import Any, NoReturn, TypeVar, Unpack
 
@@ -23,6 +23,7 @@ from ._errors import PoolTerminatedError
 from ._feeding import IMAP_MAX_CHUNK, ChunkSizer, Feeder, fixed_size, map_chunk_cap
 from ._options import ExceptionTypes, MapOptions, Options, TaskOptions, exception_types
 from ._policy import Lifecycle
+from ._progress import Progress
 from ._protocol import Mode
 from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult, _LazyIterator
 from ._serialize import dumps, dumps_arguments
@@ -348,6 +349,7 @@ class Pool(multiprocessing.pool.Pool):
         options: MapOptions,
     ) -> MapResult[R]:
         self._check_running()
+        progress = options.pop("progress", None)
         chosen = self._options.override(options)
         chunksize = chosen.chunksize_allowed(chunksize)
         if chunksize is not None and chunksize < 1:
@@ -362,6 +364,7 @@ class Pool(multiprocessing.pool.Pool):
             error_callback,
             chosen.return_exceptions,
             self._window(),
+            Progress.start(progress, length) if progress else None,
         )
         if length:
             cap = map_chunk_cap(length, self._processes)
@@ -377,11 +380,18 @@ class Pool(multiprocessing.pool.Pool):
         options: MapOptions,
     ) -> _Lazy:
         self._check_running()
+        progress = options.pop("progress", None)
         chosen = self._options.override(options)
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         chunksize = chosen.chunksize_allowed(chunksize)
-        iterator = kind(self._control, self._window(), chosen.return_exceptions)
+        total = len(iterable) if isinstance(iterable, Sized) else None
+        iterator = kind(
+            self._control,
+            self._window(),
+            chosen.return_exceptions,
+            Progress.start(progress, total) if progress else None,
+        )
         self._start_feed(
             iterator, iterable, chunksize, IMAP_MAX_CHUNK, chosen, func, Mode.MAP, first_here=False
         )

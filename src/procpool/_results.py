@@ -25,6 +25,7 @@ from ._errors import (
     attach_remote_traceback,
     attempts_note,
 )
+from ._progress import Progress
 from ._protocol import RaisedItem, Status, decode_exception_parts
 from ._serialize import decode_exception
 
@@ -363,10 +364,12 @@ class MapResult(_FeederSide, ApplyResult[list[T]]):
         error_callback: Callable[[BaseException], object] | None = None,
         return_exceptions: bool = False,
         window: int | None = None,
+        progress: Progress | None = None,
     ) -> None:
         """``length``: the items; a feeder submits them in chunks, at most ``window`` of them
-        in flight at once."""
+        in flight at once. ``progress``: told the items of each chunk as it arrives."""
         super().__init__(callbacks, control, callback, error_callback)
+        self._progress = progress
         self._in_place = return_exceptions
         self._sizes: dict[int, int] = {}  # chunk index -> items, as the feeder read them
         self._chunks: dict[int, _Decoder] = {}
@@ -405,8 +408,20 @@ class MapResult(_FeederSide, ApplyResult[list[T]]):
             self._chunks[index] = outcome
             self._throttle.finished_one()
             done = self._count == len(self._chunks)
+        if self._progress is not None:
+            self._progress.add(self._sizes.get(index, 1))
         if done:
             self._complete(self._assemble)
+
+    def _complete(self, outcome: _Decoder) -> None:
+        if self._progress is not None:
+            self._progress.close()
+        super()._complete(outcome)
+
+    def wait(self, timeout: float | None = None) -> None:
+        super().wait(timeout)
+        if self._progress is not None and self.ready():
+            self._progress.join()  # the last report is out before the caller goes on
 
     def _fail_fast(self, outcome: _Decoder) -> None:
         with self._cond:
@@ -455,8 +470,16 @@ class _LazyIterator(_FeederSide, Generic[T]):
     waits on a consumer that has stopped reading.
     """
 
-    def __init__(self, control: Control, window: int, return_exceptions: bool = False) -> None:
+    def __init__(
+        self,
+        control: Control,
+        window: int,
+        return_exceptions: bool = False,
+        progress: Progress | None = None,
+    ) -> None:
         self._control = control
+        self._progress = progress
+        self._arrivals = 0  # chunks delivered, failed or standing for a failed input
         self._in_place = return_exceptions
         self._sizes: dict[int, int] = {}  # chunk index -> items, as the feeder read them
         self._cond = threading.Condition(threading.Lock())
@@ -519,7 +542,12 @@ class _LazyIterator(_FeederSide, Generic[T]):
             raise TimeoutError
         try:
             while True:
-                decode = self._next_chunk(deadline)
+                try:
+                    decode = self._next_chunk(deadline)
+                except StopIteration:
+                    if self._progress is not None:
+                        self._progress.join()  # the last report is out before the loop ends
+                    raise
                 if decode is None:
                     return self._items.popleft()
                 success, value = decode()
@@ -568,18 +596,30 @@ class _LazyIterator(_FeederSide, Generic[T]):
             size = self._sizes.pop(index, 1)
             outcome = _chunk_outcome(status, payload, attempts, self._in_place, size, lent)
             self._arrive(index, outcome)
+            self._counted(size)
             self._changed()
 
     def _fail(self, index: int, exc: BaseException) -> None:
         with self._cond:
-            self._arrive(index, _chunk_failure(exc, self._in_place, self._sizes.pop(index, 1)))
+            size = self._sizes.pop(index, 1)
+            self._arrive(index, _chunk_failure(exc, self._in_place, size))
+            self._counted(size)
             self._changed()
 
     def _input_failed(self, index: int, exc: BaseException) -> None:
         """The input itself raised while chunk ``index`` was read: the results end there."""
         with self._cond:
             self._arrive(index, _failure(exc))
+            self._counted(0)
             self._changed()
+
+    def _counted(self, items: int) -> None:
+        """A chunk of ``items`` arrived (under self._cond): progress, closed after the last."""
+        self._arrivals += 1
+        if self._progress is not None:
+            self._progress.add(items)
+            if self._arrivals == self._length:
+                self._progress.close()
 
     # -- the feeder side ----------------------------------------------------------------------
 
@@ -589,20 +629,24 @@ class _LazyIterator(_FeederSide, Generic[T]):
     def _set_length(self, chunks: int) -> None:
         with self._cond:
             self._length = chunks
+            if self._progress is not None and self._arrivals == chunks:
+                self._progress.close()
             self._changed()
 
     def _stop(self, error: BaseException) -> None:
         """The pool ended: the feeder stops, and the consumer gets ``error`` past what arrived."""
         with self._cond:
             self._stop_error = error
+            if self._progress is not None:
+                self._progress.close()
             self._changed()
 
 
 class IMapIterator(_LazyIterator[T]):
     """The iterator ``imap`` returns: results in input order."""
 
-    def __init__(self, control: Control, window: int, return_exceptions: bool = False) -> None:
-        super().__init__(control, window, return_exceptions)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # _LazyIterator's arguments
+        super().__init__(*args, **kwargs)
         self._arrived: dict[int, _Decoder] = {}
 
     def _take(self) -> _Decoder | None:
@@ -615,8 +659,8 @@ class IMapIterator(_LazyIterator[T]):
 class IMapUnorderedIterator(_LazyIterator[T]):
     """The iterator ``imap_unordered`` returns: results in completion order."""
 
-    def __init__(self, control: Control, window: int, return_exceptions: bool = False) -> None:
-        super().__init__(control, window, return_exceptions)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # _LazyIterator's arguments
+        super().__init__(*args, **kwargs)
         self._arrived: deque[_Decoder] = deque()
 
     def _take(self) -> _Decoder | None:

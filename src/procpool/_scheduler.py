@@ -610,6 +610,8 @@ class ProcessBackend:
                 daemon=True,
             )
             process.name = process.name.replace("Process", "PoolWorker")
+            # A worker's target never returns a value anyone asks for: no result pipe.
+            process._sends_result = False
             process.start()
         except BaseException:
             parent_end.close()

@@ -22,6 +22,7 @@ one. It exits when this process does (its request socket reaches end of file).
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import selectors
@@ -153,12 +154,28 @@ def _serve(sock: socket.socket) -> None:  # pragma: no cover - runs in the zygot
                 sock.close()
                 # What a process object's duplicated descriptors resolve to (DupFd.detach).
                 forkserver._forkserver._inherited_fds = inherited  # type: ignore[attr-defined]
-                os._exit(spawn._main(child_r, os.dup(child_r)))
+                _run_worker(child_r)
             os.close(child_r)
             for fd in inherited:
                 os.close(fd)
             forkserver.write_signed(child_w, pid)
             status_fds[pid] = child_w
+
+
+def _run_worker(child_r: int) -> None:  # pragma: no cover - runs in a worker
+    """Bootstrap the process object the parent sends, then exit without the parent's exit
+    handlers (the zygote's copy of them) but with multiprocessing's own, which flushes queues:
+    Python 3.13 runs it at exit only, no longer at the end of the process's bootstrap."""
+    code = 1
+    atexit._clear()
+    atexit.register(util._exit_function)  # type: ignore[attr-defined]
+    try:
+        code = spawn._main(child_r, os.dup(child_r))
+    except Exception:
+        sys.excepthook(*sys.exc_info())
+    finally:
+        atexit._run_exitfuncs()
+        os._exit(code)
 
 
 def _reap(sig_r: int, status_fds: dict[int, int]) -> None:  # pragma: no cover - in the zygote

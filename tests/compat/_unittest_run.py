@@ -126,7 +126,8 @@ def run(suite, info, per_test_timeout, setup=None, teardown=None, after_test=Non
 
     def emit(out):
         sys.stderr.flush()
-        sys.stdout.write(json.dumps(out) + "\n")
+        # On a line of its own: CPython's verbose tests print timings without a newline.
+        sys.stdout.write("\n" + json.dumps(out) + "\n")
         sys.stdout.flush()
 
     def report_hang(hung):
