@@ -68,18 +68,25 @@ def map_chunk_cap(length: int, workers: int) -> int:
 class ChunkSizer:
     """Sizes the next chunk from the measured time per item (``measure``, None if unknown),
     at most ``cap`` items: one item a chunk until a measurement comes, then growing at most
-    twofold a chunk towards ``TARGET_CHUNK_SECONDS`` of work."""
+    twofold a chunk towards ``target`` seconds of work (a backend whose tasks cost more to
+    dispatch asks for more)."""
 
-    def __init__(self, measure: Callable[[], float | None], cap: int) -> None:
+    def __init__(
+        self,
+        measure: Callable[[], float | None],
+        cap: int,
+        target: float = TARGET_CHUNK_SECONDS,
+    ) -> None:
         self._measure = measure
         self._last = 1
         self._cap = cap
+        self._target = target
 
     def __call__(self) -> int:
         seconds = self._measure()
         if seconds is None:
             return 1
-        size = int(TARGET_CHUNK_SECONDS / max(seconds, 1e-9))
+        size = int(self._target / max(seconds, 1e-9))
         self._last = max(1, min(size, 2 * self._last, self._cap))
         return self._last
 

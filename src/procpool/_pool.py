@@ -16,9 +16,9 @@ from types import FunctionType
 from typing import Any, NoReturn, TypeVar, Unpack
 
 from ._backend import Backend, PreparedTask
+from ._backends import make_backend
 from ._callbacks import CallbackRunner
 from ._context import get_context
-from ._cpu import cpu_count
 from ._errors import PoolTerminatedError
 from ._feeding import IMAP_MAX_CHUNK, ChunkSizer, Feeder, fixed_size, map_chunk_cap
 from ._options import ExceptionTypes, MapOptions, Options, TaskOptions, exception_types
@@ -26,8 +26,7 @@ from ._policy import Lifecycle
 from ._progress import Progress
 from ._protocol import Mode
 from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult, _LazyIterator
-from ._scheduler import ProcessBackend
-from ._serialize import dumps, dumps_arguments, dumps_callable
+from ._serialize import dumps, dumps_arguments
 from ._shm import SegmentPool
 
 __all__ = ["Pool"]
@@ -67,6 +66,10 @@ class Pool(multiprocessing.pool.Pool):
     exceptions) and ``max_memory_per_child`` (replace a worker whose memory grew past it) are
     the defaults of the keyword options every submitting method takes (``timeout``, ``retries``,
     ``retry_on``, and for the map family ``return_exceptions``); ``AsyncResult.cancel()``.
+
+    ``backend="dask"`` runs the tasks on a Dask cluster instead, with the same API and
+    guarantees: ``address`` names its scheduler, ``client`` passes a ``distributed.Client``, and
+    neither starts a local cluster that the pool stops with itself (``docs/dask.md``).
     """
 
     def __init__(
@@ -81,11 +84,12 @@ class Pool(multiprocessing.pool.Pool):
         retries: int = 0,
         retry_on: ExceptionTypes | None = None,
         max_memory_per_child: int | None = None,
+        backend: str | None = None,
+        address: str | None = None,
+        client: Any = None,
     ) -> None:
         self._state = Lifecycle.INIT
-        if processes is None:
-            processes = cpu_count()
-        if processes < 1:
+        if processes is not None and processes < 1:
             raise ValueError("Number of processes must be at least 1")
         if maxtasksperchild is not None and (
             not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
@@ -99,21 +103,24 @@ class Pool(multiprocessing.pool.Pool):
             raise ValueError("max_memory_per_child must be a positive number of bytes or None")
         self._options = Options(task_timeout, retries, exception_types(retry_on))
         self._ctx = context if context is not None else get_context()
-        self._processes = processes
         self._callbacks = CallbackRunner()
-        # The arguments travel with the worker's start (a fork inherits them), as in the
-        # standard library, so they may hold queues, locks and shared values.
-        init = None if initializer is None else (dumps_callable(initializer), tuple(initargs))
-        # Large buffers of the arguments are copied into these shared-memory segments.
-        self._segments = SegmentPool()
-        self._backend: Backend = ProcessBackend(
-            self._ctx,
-            processes,
-            maxtasksperchild,
-            init,
-            max_memory_per_child,
-            segments=self._segments,
+        # The backend runs the tasks: local worker processes (large buffers of the arguments
+        # travel in the shared-memory segments), or a Dask cluster (docs/dask.md).
+        built = make_backend(
+            backend,
+            address,
+            client,
+            context=context,
+            processes=processes,
+            maxtasksperchild=maxtasksperchild,
+            initializer=None if initializer is None else (initializer, tuple(initargs)),
+            max_memory_per_child=max_memory_per_child,
         )
+        self._backend: Backend = built.backend
+        self._segments: SegmentPool | None = built.segments
+        self._processes = built.size
+        self._dumps_callable = built.dumps_callable
+        self._chunk_seconds = built.chunk_seconds
         self._control = _Control(self._backend)
         self._state = Lifecycle.RUN
 
@@ -304,7 +311,7 @@ class Pool(multiprocessing.pool.Pool):
 
     def _prepare(self, options: Options, func: Any) -> Callable[..., PreparedTask]:
         """Pickle ``func`` and the options once for a call; the result makes its tasks."""
-        function = dumps_callable(func)
+        function = self._dumps_callable(func)
         retry_on = dumps(options.retry_on) if options.retry_on else b""
         label = repr(getattr(func, "__qualname__", None) or type(func).__qualname__)
 
@@ -412,7 +419,7 @@ class Pool(multiprocessing.pool.Pool):
         size = (
             fixed_size(chunksize)
             if chunksize is not None
-            else ChunkSizer(self._backend.item_seconds, cap)
+            else ChunkSizer(self._backend.item_seconds, cap, self._chunk_seconds)
         )
         self._control.add_feed(sink)
         feeder = Feeder(
