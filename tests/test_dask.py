@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import itertools
 import os
 import signal
@@ -24,7 +25,21 @@ from typing import Any
 
 import pytest
 
+# Importing distributed registers tblib's pickling for every exception class in copyreg, for
+# the whole process. Other test modules check what happens when an exception cannot be
+# unpickled (and forked workers inherit the registry), so the registrations hold only while
+# this module's tests run.
+_BEFORE_DASK = dict(copyreg.dispatch_table)
 distributed = pytest.importorskip("distributed")
+_WITH_DASK = dict(copyreg.dispatch_table)
+
+
+def _use_dispatch(table: dict[Any, Any]) -> None:
+    copyreg.dispatch_table.clear()
+    copyreg.dispatch_table.update(table)
+
+
+_use_dispatch(_BEFORE_DASK)
 
 import procpool  # noqa: E402
 from _dask_tasks import fail_once, initialize, initialized, lost_once, spin  # noqa: E402
@@ -44,6 +59,13 @@ from procpool._dask_task import started_topic  # noqa: E402
 from procpool._errors import MaybeEncodingError, RemoteTraceback  # noqa: E402
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _dask_pickling() -> Iterator[None]:
+    _use_dispatch(_WITH_DASK)
+    yield
+    _use_dispatch(_BEFORE_DASK)
 
 
 @pytest.fixture(scope="module")
