@@ -25,6 +25,8 @@ import time
 import uuid
 from typing import Any
 
+from procpool._zygote import server_pids
+
 __all__ = [
     "FailsToLoad",
     "Rendezvous",
@@ -248,12 +250,13 @@ def stat(pid: int) -> tuple[str, int] | None:
 
 
 def helper_pids() -> set[int]:
-    """The standard library's long-lived helpers: the fork server and the resource tracker."""
+    """The long-lived helpers: the standard library's fork server and resource tracker, and
+    procpool's fork servers (its zygote, or its own fork server)."""
     pids = {
         getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None),
         getattr(multiprocessing.resource_tracker._resource_tracker, "_pid", None),
     }
-    return {pid for pid in pids if pid is not None}
+    return {pid for pid in pids if pid is not None} | server_pids()
 
 
 def child_processes() -> set[int]:

@@ -695,9 +695,10 @@ def resident_bytes() -> int:
 def test_memory_cap_replaces_a_worker_that_grew(
     pools: Callable[..., procpool.Pool], method: str, audit: Audit
 ) -> None:
-    # A fresh interpreter's worker holds about 20 MiB. A forked one starts with the pytest
-    # process's pages already counted as its own: the cap sits 50 MiB above that.
-    cap = 50 * MIB + (resident_bytes() if method == "fork" else 0)
+    # A fresh interpreter's worker holds about 20 MiB. A forked one (fork, and procpool's fork
+    # server, a fork of this process) starts with the pytest process's pages already counted
+    # as its own: the cap sits 50 MiB above that.
+    cap = 50 * MIB + (resident_bytes() if method in ("fork", "forkserver") else 0)
     pool = pools(1, max_memory_per_child=cap)
     audit.note(pool)
 

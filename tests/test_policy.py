@@ -6,13 +6,17 @@ import pytest
 
 from _clock import FakeClock
 from procpool._policy import (
-    MAX_BATCH,
+    AHEAD_SECONDS,
+    MAX_IN_FLIGHT,
+    MAX_IN_FLIGHT_BYTES,
     MAX_STARTUP_FAILURES,
+    RECALL_MIN_SECONDS,
     Fail,
     FailReason,
     Kill,
     Lifecycle,
     Policy,
+    Recall,
     Send,
     Spawn,
     Stop,
@@ -24,11 +28,21 @@ def tasks(*ids: int, timeout: float | None = None) -> list[TaskInfo]:
     return [TaskInfo(i, timeout) for i in ids]
 
 
+def sized(*ids: int, size: int = 10) -> list[TaskInfo]:
+    return [TaskInfo(i, None, size) for i in ids]
+
+
+def applied(*ids: int) -> list[TaskInfo]:
+    """apply_async tasks: never queued behind another task."""
+    return [TaskInfo(i, prefetch=False) for i in ids]
+
+
 def make(
     processes: int = 2, maxtasks: int | None = None, clock: FakeClock | None = None
 ) -> tuple[Policy, FakeClock]:
+    """A policy without flow control: each worker holds one task at a time."""
     clock = clock or FakeClock()
-    policy = Policy(processes, maxtasks, clock=clock)
+    policy = Policy(processes, maxtasks, clock=clock, ahead_seconds=0.0)
     return policy, clock
 
 
@@ -39,6 +53,27 @@ def started(processes: int = 2, maxtasks: int | None = None) -> tuple[Policy, Fa
     for wid in wids:
         assert policy.worker_ready(wid) == []
     return policy, clock, wids
+
+
+def flowing(
+    processes: int = 1,
+    *,
+    ahead: float = 1.0,
+    measured: float | None = None,
+    maxtasks: int | None = None,
+) -> tuple[Policy, FakeClock]:
+    """A policy with flow control (``ahead`` seconds of work queued behind a running task), its
+    workers ready and idle. ``measured``: worker 0 first ran a task (id -1) that took this many
+    seconds, so a worker may hold 1 + ahead / measured tasks (ahead=1.0 and powers of two keep
+    that exact). That task counts towards worker 0's maxtasksperchild."""
+    clock = FakeClock()
+    policy = Policy(processes, maxtasks, clock=clock, ahead_seconds=ahead)
+    for action in policy.start():
+        assert policy.worker_ready(action.wid) == []
+    if measured is not None:
+        assert policy.submit(tasks(-1)) == [Send(0, (-1,))]
+        assert policy.task_done(0, -1, elapsed=measured) == []
+    return policy, clock
 
 
 def of(actions: list, kind: type) -> list:
@@ -98,72 +133,253 @@ def test_empty_submit_is_harmless() -> None:
     assert policy.submit([]) == []
 
 
-# -- batching ---------------------------------------------------------------------------------
+# -- flow control: how many tasks a worker holds ------------------------------------------------
 
 
-def test_shallow_queue_sends_single_tasks() -> None:
-    policy, _, _ = started(2)
-    # 7 pending < 4 * 2 * 2: one task per message.
-    actions = policy.submit(tasks(*range(7)))
-    assert actions == [Send(0, (0,)), Send(1, (1,))]
+def test_limit_before_any_measurement_is_two() -> None:
+    """Nothing measured yet: one task queued behind the running one, no more."""
+    policy, _ = flowing(ahead=AHEAD_SECONDS)
+    assert policy.submit(tasks(*range(10))) == [Send(0, (0, 1))]
+    assert policy.task_seconds is None
+    # Down to one task (half the limit): topped up by one.
+    assert policy.task_done(0, 0) == [Send(0, (2,))]
+    assert policy.in_flight(0) == (1, 2)
+    assert policy.task_seconds is None  # a report without a duration is no sample
 
 
-def test_batch_grows_with_a_deep_queue() -> None:
-    policy, _, _ = started(2)
-    # 80 pending with 2 workers: 80 // 8 = 10 for the first, 70 // 8 = 8 for the second.
-    actions = policy.submit(tasks(*range(80)))
-    assert actions == [Send(0, tuple(range(10))), Send(1, tuple(range(10, 18)))]
-    assert policy.pending_count == 80 - 18
-
-
-def test_batch_is_capped_at_max_batch() -> None:
-    policy, _, _ = started(1)
-    actions = policy.submit(tasks(*range(10 * MAX_BATCH)))
-    assert actions == [Send(0, tuple(range(MAX_BATCH)))]
-
-
-def test_batch_completes_task_by_task() -> None:
-    policy, _, _ = started(1)
-    policy.submit(tasks(*range(8)))  # 8 // 4 = 2 per batch
-    assert policy.in_flight(0) == (0, 1)
-    assert policy.task_done(0, 0) == []  # the batch is still running
+def test_ahead_zero_holds_one_task_at_a_time() -> None:
+    policy, _ = flowing(ahead=0.0, measured=1e-6)  # however tiny the tasks
+    assert policy.submit(tasks(*range(10))) == [Send(0, (0,))]
+    assert policy.task_done(0, 0, elapsed=1e-6) == [Send(0, (1,))]
     assert policy.in_flight(0) == (1,)
-    assert policy.task_done(0, 1) == [Send(0, (2,))]  # 6 // 4 = 1
+
+
+@pytest.mark.parametrize(
+    ("seconds", "limit"), [(4.0, 2), (1.0, 2), (0.5, 3), (0.25, 5), (0.125, 9)]
+)
+def test_limit_grows_as_measured_tasks_get_shorter(seconds: float, limit: int) -> None:
+    """The running task and ``ahead / duration`` behind it, at least one (ahead is 1 s here)."""
+    policy, _ = flowing(measured=seconds)
+    assert policy.task_seconds == seconds
+    assert policy.submit(tasks(*range(50))) == [Send(0, tuple(range(limit)))]
+
+
+@pytest.mark.parametrize("seconds", [1e-9, 0.0])
+def test_limit_is_capped_at_max_in_flight(seconds: float) -> None:
+    policy, _ = flowing(ahead=AHEAD_SECONDS, measured=seconds)
+    actions = policy.submit(tasks(*range(3 * MAX_IN_FLIGHT)))
+    assert actions == [Send(0, tuple(range(MAX_IN_FLIGHT)))]
+    for i in range(MAX_IN_FLIGHT):
+        policy.task_done(0, i)
+        assert len(policy.in_flight(0)) <= MAX_IN_FLIGHT
+    assert len(policy.in_flight(0)) > MAX_IN_FLIGHT // 2  # topped up meanwhile
+
+
+def test_measured_durations_feed_a_moving_average() -> None:
+    policy, _ = flowing(measured=1.0)
+    policy.submit(tasks(1, 2, 3))
+    policy.task_done(0, 1, elapsed=2.0)
+    assert policy.task_seconds == pytest.approx(1.2)  # 1.0 moved a fifth of the way to 2.0
+    policy.task_done(0, 2)
+    assert policy.task_seconds == pytest.approx(1.2)
+
+
+def test_bytes_in_flight_are_capped() -> None:
+    policy, _ = flowing(measured=1e-3)  # the task count alone would allow MAX_IN_FLIGHT
+    quarter = MAX_IN_FLIGHT_BYTES // 4
+    assert policy.submit(sized(*range(10), size=quarter)) == [Send(0, (0, 1, 2, 3))]
+    # One done frees the bytes of one more.
+    assert policy.task_done(0, 0) == [Send(0, (4,))]
+    assert policy.in_flight(0) == (1, 2, 3, 4)
+
+
+def test_task_over_the_byte_cap_travels_alone() -> None:
+    policy, _ = flowing(measured=1e-3)
+    big = MAX_IN_FLIGHT_BYTES + 1
+    assert policy.submit(sized(0, size=big) + sized(1, 2)) == [Send(0, (0,))]
+    assert policy.submit(sized(3)) == []  # nothing is queued behind it
+    assert policy.task_done(0, 0) == [Send(0, (1, 2, 3))]
+    assert policy.submit(sized(4, size=big)) == []  # and it is queued behind nothing
+    assert policy.pending_count == 1
+
+
+# -- flow control: sharing and topping up -------------------------------------------------------
+
+
+def test_a_short_queue_is_spread_over_the_idle_workers() -> None:
+    policy, _ = flowing(3, measured=1e-3)
+    assert policy.submit(tasks(0, 1, 2)) == [Send(0, (0,)), Send(1, (1,)), Send(2, (2,))]
+
+
+def test_pending_work_is_shared_evenly_among_idle_workers() -> None:
+    """Each of three idle workers gets a third of nine tasks, in one Send each (the limit,
+    MAX_IN_FLIGHT here, is no constraint)."""
+    policy, _ = flowing(3, measured=1e-3)
+    assert policy.submit(tasks(*range(9))) == [
+        Send(0, (0, 1, 2)),
+        Send(1, (3, 4, 5)),
+        Send(2, (6, 7, 8)),
+    ]
+
+
+def test_workers_still_starting_count_as_takers() -> None:
+    """Two of three workers are ready: they take their share, and leave the third its own for
+    when it is ready."""
+    policy = Policy(3, clock=FakeClock(), ahead_seconds=1.0)
+    policy.start()
+    policy.worker_ready(0)
+    policy.worker_ready(1)
+    policy.submit(tasks(-1))
+    policy.task_done(0, -1, elapsed=1e-3)
+    assert policy.submit(tasks(*range(6))) == [Send(0, (0, 1)), Send(1, (2, 3))]
+    assert policy.pending_count == 2
+    assert policy.worker_ready(2) == [Send(2, (4, 5))]
+
+
+def test_busy_worker_is_topped_up_only_at_half_its_limit() -> None:
+    policy, _ = flowing(measured=0.125)  # 9 in flight
+    assert policy.submit(tasks(*range(30))) == [Send(0, tuple(range(9)))]
+    for i in range(4):
+        assert policy.task_done(0, i) == []  # 8 down to 5 held: more than half
+    # Down to 4 (9 // 2): back to the limit, in one Send.
+    assert policy.task_done(0, 4) == [Send(0, tuple(range(9, 14)))]
+    assert policy.in_flight(0) == tuple(range(5, 14))
+
+
+# -- flow control: apply and timed tasks --------------------------------------------------------
+
+
+def test_apply_tasks_travel_alone_to_idle_workers() -> None:
+    policy, _ = flowing(2, measured=1e-3)
+    assert policy.submit(applied(0, 1, 2, 3)) == [Send(0, (0,)), Send(1, (1,))]
+    assert policy.task_done(0, 0) == [Send(0, (2,))]
+    assert policy.in_flight(1) == (1,)
+    assert policy.pending_count == 1
+
+
+def test_apply_task_is_never_queued_behind_another() -> None:
+    policy, _ = flowing(measured=1e-3)
+    assert policy.submit(tasks(0, 1)) == [Send(0, (0, 1))]
+    assert policy.submit(applied(2)) == []
+    assert policy.task_done(0, 0) == []
+    assert policy.task_done(0, 1) == [Send(0, (2,))]
+
+
+def test_nothing_is_queued_behind_an_apply_task() -> None:
+    policy, _ = flowing(measured=1e-3)
+    assert policy.submit(applied(0) + tasks(1, 2)) == [Send(0, (0,))]
+    assert policy.submit(tasks(3)) == []
+    assert policy.task_done(0, 0) == [Send(0, (1, 2, 3))]
+
+
+def test_a_send_stops_before_an_apply_task() -> None:
+    policy, _ = flowing(measured=1e-3)
+    assert policy.submit(tasks(0, 1) + applied(2) + tasks(3)) == [Send(0, (0, 1))]
+    assert policy.task_done(0, 0) == []
+    assert policy.task_done(0, 1) == [Send(0, (2,))]
+    assert policy.task_done(0, 2) == [Send(0, (3,))]
 
 
 def test_timed_task_travels_alone_and_sets_deadline() -> None:
-    policy, clock, _ = started(1)
-    batch = tasks(1, timeout=5.0) + tasks(*range(2, 100))
-    assert policy.submit(batch) == [Send(0, (1,))]
+    policy, clock = flowing(measured=1e-3)
+    assert policy.submit(tasks(1, timeout=5.0) + tasks(*range(2, 100))) == [Send(0, (1,))]
     assert policy.next_deadline() == clock.now + 5.0
+    assert policy.submit(tasks(100)) == []  # nothing queued behind it
     clock.advance(1.0)
-    # The untimed tasks after it batch normally, and carry no deadline.
-    actions = policy.task_done(0, 1)
-    assert len(actions) == 1
-    assert len(actions[0].task_ids) > 1
+    # The untimed tasks after it go many to a Send, and carry no deadline.
+    assert policy.task_done(0, 1) == [Send(0, tuple(range(2, 101)))]
     assert policy.next_deadline() is None
 
 
-def test_batch_stops_before_a_timed_task() -> None:
-    policy, clock, _ = started(1)
-    batch = tasks(*range(40)) + tasks(40, timeout=2.0) + tasks(*range(41, 60))
-    actions = policy.submit(batch)
-    assert actions == [Send(0, tuple(range(15)))]  # 60 // 4 = 15
-    assert policy.next_deadline() is None
-    for i in range(15):
-        actions = policy.task_done(0, i)
-    assert actions == [Send(0, tuple(range(15, 26)))]  # 45 // 4 = 11
-    for i in range(15, 26):
-        actions = policy.task_done(0, i)
-    assert actions == [Send(0, tuple(range(26, 34)))]  # 34 // 4 = 8
-    for i in range(26, 34):
-        actions = policy.task_done(0, i)
-    assert actions == [Send(0, tuple(range(34, 40)))]  # 26 // 4 = 6 exactly up to the timed one
+def test_a_send_stops_before_a_timed_task() -> None:
+    policy, clock = flowing(measured=0.125)  # 9 in flight
+    assert policy.submit(tasks(0, 1, 2) + tasks(3, timeout=2.0) + tasks(4)) == [Send(0, (0, 1, 2))]
+    # Not queued behind them either: it waits for the worker to be idle.
+    assert policy.task_done(0, 0) == []
+    assert policy.task_done(0, 1) == []
     clock.advance(3.0)
-    for i in range(34, 40):
-        actions = policy.task_done(0, i)
-    assert actions == [Send(0, (40,))]
+    assert policy.next_deadline() is None
+    assert policy.task_done(0, 2) == [Send(0, (3,))]
     assert policy.next_deadline() == clock.now + 2.0
+    assert policy.pending_count == 1
+
+
+# -- flow control: recalls for idle workers -----------------------------------------------------
+
+
+def two_holding_two() -> Policy:
+    """Two workers, nothing measured (two tasks in flight each): worker 0 idle, worker 1
+    running 1 with 3 queued behind it, and a Recall of 3 for worker 0 sent."""
+    policy, _ = flowing(2, ahead=AHEAD_SECONDS)
+    assert policy.submit(tasks(0, 1)) == [Send(0, (0,)), Send(1, (1,))]
+    assert policy.submit(tasks(2, 3)) == [Send(0, (2,)), Send(1, (3,))]
+    assert policy.task_done(0, 0) == []
+    assert policy.task_done(0, 2) == [Recall(1, (3,))]
+    return policy
+
+
+def test_idle_worker_gets_the_work_recalled_from_a_busy_one() -> None:
+    policy = two_holding_two()
+    assert policy.submit([]) == []  # not asked twice while the answer is outstanding
+    assert policy.in_flight(1) == (1, 3)
+    # Worker 1 gives 3 back (it had not started it): the idle worker gets it.
+    assert policy.tasks_recalled(1, [3]) == [Send(0, (3,))]
+    assert policy.in_flight(0) == (3,)
+    assert policy.in_flight(1) == (1,)
+    assert policy.task_done(1, 1) == []
+    assert policy.task_done(0, 3) == []
+
+
+@pytest.mark.parametrize(
+    ("seconds", "recalled"), [(RECALL_MIN_SECONDS / 2, True), (RECALL_MIN_SECONDS / 4, False)]
+)
+def test_recall_only_when_the_queued_work_is_worth_the_trip(seconds: float, recalled: bool) -> None:
+    """Worker 1 holds two tasks queued behind its running one: measured at seconds each, they
+    stand for RECALL_MIN_SECONDS (recalled) or half of it (left to run where they are)."""
+    policy, _ = flowing(2, measured=seconds)
+    assert policy.submit(applied(9)) == [Send(0, (9,))]
+    policy.submit(tasks(0, 1, 2))
+    assert policy.in_flight(1) == (0, 1, 2)
+    actions = policy.task_done(0, 9)
+    assert actions == ([Recall(1, (1, 2))] if recalled else [])
+
+
+def test_recalled_tasks_are_queued_again_first_in_line() -> None:
+    policy = two_holding_two()
+    # Before the answer comes, new work keeps worker 0 busy and leaves 6 pending.
+    assert policy.submit(tasks(4, 5, 6)) == [Send(0, (4, 5))]
+    assert policy.tasks_recalled(1, [3]) == [Send(1, (3,))]  # 3 ahead of 6
+    assert policy.in_flight(1) == (1, 3)
+    assert policy.task_done(0, 4) == [Send(0, (6,))]
+
+
+def test_recalled_task_cancelled_meanwhile_is_dropped_not_failed_twice() -> None:
+    policy = two_holding_two()
+    # No second Recall: one is outstanding.
+    assert policy.cancel([3]) == [Fail((3,), FailReason.CANCELLED)]
+    assert policy.tasks_recalled(1, [3]) == []
+    assert policy.pending_count == 0
+    assert policy.in_flight(0) == ()
+    assert policy.in_flight(1) == (1,)
+
+
+@pytest.mark.parametrize("answer_first", [True, False])
+def test_task_started_before_its_recall_ends_normally(answer_first: bool) -> None:
+    """Worker 1 had moved on to 3 when the recall came: it gives nothing back, and its report of
+    3 (before or after that answer) is the task's outcome."""
+    policy = two_holding_two()
+    assert policy.task_done(1, 1) == []
+    actions = []
+    if answer_first:
+        actions += policy.tasks_recalled(1, [])
+    assert policy.expects_report(1, 3)
+    actions += policy.task_done(1, 3)
+    if not answer_first:
+        actions += policy.tasks_recalled(1, [])
+    assert actions == []
+    assert policy.in_flight(1) == ()
+    assert policy.pending_count == 0
+    assert policy.submit(tasks(4)) == [Send(0, (4,))]  # both idle, as before
 
 
 # -- maxtasksperchild ---------------------------------------------------------------------------
@@ -182,38 +398,35 @@ def test_maxtasks_retires_worker_and_spawns_replacement() -> None:
     assert policy.worker_ids() == [1]
 
 
-def test_maxtasks_caps_batch_at_remaining_quota() -> None:
-    policy, _, _ = started(1, maxtasks=5)
-    actions = policy.submit(tasks(*range(100)))  # the queue alone would allow 25
-    assert actions == [Send(0, tuple(range(5)))]
+def test_maxtasks_quota_caps_what_a_worker_is_sent() -> None:
+    policy, _ = flowing(maxtasks=6, measured=1e-3)  # the measured task was 1 of 6
+    assert policy.submit(tasks(*range(100))) == [Send(0, tuple(range(5)))]
     for i in range(4):
-        assert policy.task_done(0, i) == []
+        assert policy.task_done(0, i) == []  # never topped up past the quota
     assert policy.task_done(0, 4) == [Stop(0), Spawn(1)]
+    assert policy.worker_ready(1) == [Send(1, tuple(range(5, 11)))]  # a fresh quota of 6
 
-    policy2, _, _ = started(1, maxtasks=5)
-    policy2.submit(tasks(1, 2, 3))
-    policy2.task_done(0, 1)
-    policy2.task_done(0, 2)
-    policy2.task_done(0, 3)  # 3 of 5 done
-    assert policy2.submit(tasks(*range(100, 200))) == [Send(0, (100, 101))]
+
+def test_maxtasks_quota_caps_the_limit_before_measurement() -> None:
+    policy, _ = flowing(maxtasks=1, ahead=AHEAD_SECONDS)
+    assert policy.submit(tasks(1, 2, 3)) == [Send(0, (1,))]
+    assert policy.task_done(0, 1) == [Stop(0), Spawn(1)]
 
 
 # -- worker deaths ----------------------------------------------------------------------------
 
 
 def test_death_fails_running_task_and_requeues_the_rest() -> None:
-    """A worker runs its batch in order: only the first unreported task was running. It fails
+    """A worker runs its tasks in order: only the first unreported one was running. It fails
     with WORKER_LOST; the tasks that never started go back to the head of the queue."""
-    policy, _, _ = started(2)
-    policy.submit(tasks(*range(40)))  # 40 // 8 = 5, then 35 // 8 = 4
-    assert policy.in_flight(1) == (5, 6, 7, 8)
-    policy.task_done(1, 5)
-    actions = policy.worker_exited(1)
-    assert actions == [Fail((6,), FailReason.WORKER_LOST, 1), Spawn(2)]
-    assert policy.pending_count == 31 + 2
-    assert policy.in_flight(0) == (0, 1, 2, 3, 4)  # nothing else was touched
-    # The requeued tasks run first, on the replacement: 33 // 8 = 4.
-    assert policy.worker_ready(2) == [Send(2, (7, 8, 9, 10))]
+    policy, _ = flowing(measured=0.25)  # 5 in flight
+    assert policy.submit(tasks(*range(10))) == [Send(0, (0, 1, 2, 3, 4))]
+    assert policy.task_done(0, 0) == []
+    actions = policy.worker_exited(0)
+    assert actions == [Fail((1,), FailReason.WORKER_LOST, 0), Spawn(1)]
+    assert policy.pending_count == 8
+    # The requeued tasks run first, on the replacement.
+    assert policy.worker_ready(1) == [Send(1, (2, 3, 4, 5, 6))]
 
 
 def test_idle_worker_death_fails_nothing_and_is_replaced() -> None:
@@ -473,7 +686,7 @@ def test_source_closing_while_busy_stops_workers_as_they_finish() -> None:
 
 def test_terminate_fails_everything_and_kills_every_worker() -> None:
     policy, _, _ = started(2)
-    policy.submit(tasks(*range(20)))  # 20 // 8 = 2, then 18 // 8 = 2
+    policy.submit(tasks(*range(20)))  # one task on each worker, the rest pending
     actions = policy.terminate()
     assert policy.state is Lifecycle.TERMINATE
     assert failed_ids(actions, FailReason.TERMINATED) == set(range(20))
@@ -534,19 +747,22 @@ def test_repopulate_fills_up_after_failed_spawn() -> None:
     assert policy.repopulate() == []
 
 
-@pytest.mark.parametrize("prefetch", [0, 100])
+@pytest.mark.parametrize("ahead", [0.0, AHEAD_SECONDS])
 @pytest.mark.parametrize("processes", [1, 4])
-def test_every_submitted_task_ends_exactly_once(processes: int, prefetch: int) -> None:
-    """A longer run mixing completions, deaths, retirements and prefetching: every task ends
-    exactly once (completed or failed), none is lost or run twice."""
-    policy = Policy(processes, 3, clock=FakeClock(), prefetch_bytes=prefetch)
-    outstanding: dict[int, int] = {}  # task -> worker
+def test_every_submitted_task_ends_exactly_once(processes: int, ahead: float) -> None:
+    """A longer run mixing completions, deaths, retirements, flow control and recalls: every
+    task ends exactly once (completed or failed), none is lost or run twice."""
+    policy = Policy(processes, 3, clock=FakeClock(), ahead_seconds=ahead)
+    outstanding: dict[int, int] = {}  # task -> worker, in the order sent
     ended: list[int] = []
+    recalls = 0
 
     def apply(actions: list) -> None:
+        nonlocal recalls
         for action in actions:
             if isinstance(action, Send):
                 for t in action.task_ids:
+                    assert t not in outstanding
                     outstanding[t] = action.wid
             elif isinstance(action, Fail):
                 for t in action.task_ids:
@@ -556,6 +772,13 @@ def test_every_submitted_task_ends_exactly_once(processes: int, prefetch: int) -
                 apply(policy.worker_ready(action.wid))
             elif isinstance(action, Stop):
                 apply(policy.worker_exited(action.wid))
+            elif isinstance(action, Recall):
+                # Answered at once: a Recall names only tasks queued behind the running one,
+                # and here a worker starts a task only when the loop below reports it.
+                recalls += 1
+                for t in action.task_ids:
+                    assert outstanding.pop(t) == action.wid
+                apply(policy.tasks_recalled(action.wid, action.task_ids))
 
     apply(policy.start())
     apply(policy.submit([TaskInfo(i, None, 30) for i in range(200)]))
@@ -563,6 +786,7 @@ def test_every_submitted_task_ends_exactly_once(processes: int, prefetch: int) -
     while outstanding:
         step += 1
         task, wid = next(iter(outstanding.items()))  # the earliest sent: workers run in order
+        assert policy.expects_report(wid, task)
         if step % 17 == 0:
             # It dies: what it held is failed or comes back by a later Send.
             for t in [t for t, w in outstanding.items() if w == wid]:
@@ -571,116 +795,48 @@ def test_every_submitted_task_ends_exactly_once(processes: int, prefetch: int) -
         else:
             del outstanding[task]
             ended.append(task)
-            apply(policy.task_done(wid, task))
+            apply(policy.task_done(wid, task, elapsed=(None, 1e-5, 1e-3)[step % 3]))
     assert sorted(ended) == list(range(200))
     assert policy.pending_count == 0
     apply(policy.close())
     assert policy.finished
+    if ahead and processes > 1:
+        assert recalls  # the run did exercise them
 
 
-# -- prefetching ------------------------------------------------------------------------------
+# -- flow control and faults --------------------------------------------------------------------
 
 
-def sized(*ids: int, size: int = 10, timeout: float | None = None) -> list[TaskInfo]:
-    return [TaskInfo(i, timeout, size) for i in ids]
-
-
-def prefetching(processes: int = 1, maxtasks: int | None = None, prefetch: int = 100) -> Policy:
-    policy = Policy(processes, maxtasks, clock=FakeClock(), prefetch_bytes=prefetch)
-    for action in policy.start():
-        policy.worker_ready(action.wid)
-    return policy
-
-
-def test_busy_worker_gets_one_small_batch_ahead() -> None:
-    policy = prefetching()
-    assert policy.submit(sized(0, 1, 2)) == [Send(0, (0,)), Send(0, (1,))]
-    assert policy.in_flight(0) == (0, 1)
-    assert policy.submit(sized(3)) == []  # at most one batch ahead
-    # The running batch ends: the worker goes on with the prefetched one, and gets the next.
-    assert policy.task_done(0, 0) == [Send(0, (2,))]
-    assert policy.in_flight(0) == (1, 2)
-
-
-def test_idle_workers_are_served_before_prefetching() -> None:
-    policy = prefetching(2)
-    assert policy.submit(sized(0, 1, 2, 3)) == [
-        Send(0, (0,)),
-        Send(1, (1,)),
-        Send(0, (2,)),
-        Send(1, (3,)),
-    ]
-
-
-def test_no_prefetch_when_disabled() -> None:
-    policy = prefetching(prefetch=0)
-    assert policy.submit(sized(0, 1, 2)) == [Send(0, (0,))]
-
-
-def test_prefetch_respects_byte_budget() -> None:
-    policy = prefetching(prefetch=100)
-    # A deep queue allows big batches, but the prefetched one stops at 100 bytes.
-    actions = policy.submit(sized(*range(200), size=30))
-    assert actions == [Send(0, tuple(range(50))), Send(0, (50, 51, 52))]
-
-
-def test_no_prefetch_of_a_task_bigger_than_the_budget() -> None:
-    policy = prefetching(prefetch=100)
-    assert policy.submit(sized(0) + sized(1, size=101)) == [Send(0, (0,))]
-
-
-def test_no_prefetch_of_a_timed_task_nor_behind_one() -> None:
-    policy = prefetching()
-    assert policy.submit(sized(0) + sized(1, timeout=5.0)) == [Send(0, (0,))]
-    assert policy.task_done(0, 0) == [Send(0, (1,))]
-    # The timed task runs alone: nothing is prefetched behind it, its deadline stays its own.
-    assert policy.submit(sized(2)) == []
-    assert policy.in_flight(0) == (1,)
-
-
-def test_prefetched_batch_stops_before_a_timed_task() -> None:
-    policy = prefetching(prefetch=1000)
-    batch = sized(*range(40)) + sized(40, timeout=1.0)
-    actions = policy.submit(batch)
-    assert actions == [Send(0, tuple(range(10))), Send(0, tuple(range(10, 17)))]
-    assert policy.next_deadline() is None
-
-
-def test_prefetch_respects_maxtasks_quota() -> None:
-    policy = prefetching(maxtasks=2)
-    assert policy.submit(sized(0, 1, 2, 3)) == [Send(0, (0,)), Send(0, (1,))]
-    assert policy.task_done(0, 0) == []  # 1 done + 1 assigned = the quota: nothing more
-    assert policy.task_done(0, 1) == [Stop(0), Spawn(1)]
-
-
-def test_death_requeues_prefetched_batch() -> None:
-    policy = prefetching(2)
-    policy.submit(sized(0, 1, 2, 3))  # 0 + 2 on worker 0, 1 + 3 on worker 1
-    actions = policy.worker_exited(0)
-    assert actions == [Fail((0,), FailReason.WORKER_LOST, 0), Spawn(2)]
+def test_death_requeues_the_tasks_queued_behind_the_running_one() -> None:
+    policy, _ = flowing(2, ahead=AHEAD_SECONDS)
+    assert policy.submit(tasks(0, 1)) == [Send(0, (0,)), Send(1, (1,))]
+    assert policy.submit(tasks(2, 3)) == [Send(0, (2,)), Send(1, (3,))]
+    assert policy.worker_exited(0) == [Fail((0,), FailReason.WORKER_LOST, 0), Spawn(2)]
     assert policy.pending_count == 1
+    assert policy.in_flight(1) == (1, 3)  # the other worker is untouched
     assert policy.worker_ready(2) == [Send(2, (2,))]
 
 
-def test_terminate_fails_prefetched_tasks_too() -> None:
-    policy = prefetching(2)
-    policy.submit(sized(*range(6)))
+def test_terminate_fails_queued_tasks_too() -> None:
+    policy, _ = flowing(2, ahead=AHEAD_SECONDS)
+    policy.submit(tasks(*range(6)))
+    assert policy.in_flight(0) == (0, 1)
+    assert policy.in_flight(1) == (2, 3)
     actions = policy.terminate()
     assert failed_ids(actions, FailReason.TERMINATED) == set(range(6))
     assert policy.pending_count == 0
 
 
 def test_death_after_break_fails_unstarted_tasks() -> None:
-    """The pool broke while a busy worker held a prefetched batch; then that worker died.
+    """The pool broke while a busy worker held a task queued behind its running one; then that
+    worker died.
 
-    Its running task fails with WORKER_LOST. The tasks it had not started can never run (the
-    pool is broken, no worker will come): they must fail with BROKEN, not sit in the queue of a
-    policy that says it has finished (the scheduler would then exit and leave them unresolved).
+    Its running task fails with WORKER_LOST. The task it had not started can never run (the pool
+    is broken, no worker will come): it must fail with BROKEN, not sit in the queue of a policy
+    that says it has finished (the scheduler would then exit and leave it unresolved).
     """
-    policy = Policy(1, clock=FakeClock(), prefetch_bytes=1000)
-    policy.start()
-    policy.worker_ready(0)
-    assert policy.submit(sized(0, 1, 2)) == [Send(0, (0,)), Send(0, (1,))]
+    policy, _ = flowing(ahead=AHEAD_SECONDS)
+    assert policy.submit(tasks(0, 1, 2)) == [Send(0, (0, 1))]
     assert failed_ids(policy.break_pool(), FailReason.BROKEN) == {2}
     assert policy.in_flight(0) == (0, 1)
     actions = policy.worker_exited(0)

@@ -11,11 +11,13 @@ import pytest
 
 from _clock import FakeClock
 from procpool._policy import (
+    AHEAD_SECONDS,
     Fail,
     FailReason,
     Kill,
     Lifecycle,
     Policy,
+    Recall,
     Retry,
     Send,
     Spawn,
@@ -27,17 +29,22 @@ from procpool._policy import (
 def started(
     processes: int = 1,
     *,
-    prefetch: int = 0,
+    ahead: float = 0.0,
     max_memory: int | None = None,
     maxtasks: int | None = None,
+    measured: float | None = None,
 ) -> tuple[Policy, FakeClock]:
-    """A policy whose initial workers have all reported ready (with nothing to do)."""
+    """A policy whose initial workers have all reported ready (with nothing to do).
+    ``ahead``: flow control's queued work per worker (0: one task at a time; before anything
+    is measured, AHEAD_SECONDS lets a worker hold two). ``measured``: worker 0 first ran a task
+    (id -1) that took this many seconds."""
     clock = FakeClock()
-    policy = Policy(
-        processes, maxtasks, clock=clock, prefetch_bytes=prefetch, max_memory=max_memory
-    )
+    policy = Policy(processes, maxtasks, clock=clock, ahead_seconds=ahead, max_memory=max_memory)
     for action in policy.start():
         assert policy.worker_ready(action.wid) == []
+    if measured is not None:
+        assert policy.submit([task(-1)]) == [Send(0, (-1,))]
+        assert policy.task_done(0, -1, elapsed=measured) == []
     return policy, clock
 
 
@@ -94,26 +101,27 @@ def test_retried_task_goes_to_the_head_of_the_queue() -> None:
 
 
 def test_unstarted_tasks_of_a_dead_worker_are_requeued_without_an_attempt() -> None:
-    policy, _ = started(1)
-    # 8 // 4 = 2: the worker holds 0 (running) and 1 (not started).
+    policy, _ = started(1, ahead=AHEAD_SECONDS)
+    # The worker holds 0 (running) and 1 (not started).
     assert policy.submit(tasks(*range(8), retries=1)) == [Send(0, (0, 1))]
     assert policy.worker_exited(0) == [Retry(0, FailReason.WORKER_LOST, 0), Spawn(1)]
     assert policy.pending_count == 8  # 0 (retried) first, then 1 (requeued), then the rest
     assert policy.worker_ready(1) == [Send(1, (0, 1))]
-    assert policy.task_done(1, 0) == []
+    assert policy.task_done(1, 0) == [Send(1, (2,))]
     # Now 1 was running: this is its first failed attempt, so it has one retry left.
     assert policy.worker_exited(1) == [Retry(1, FailReason.WORKER_LOST, 1), Spawn(2)]
-    assert policy.worker_ready(2) == [Send(2, (1,))]
+    assert policy.worker_ready(2) == [Send(2, (1, 2))]
+    # Its second loss is its last attempt; 2, behind it, had not started: no attempt for it.
     assert policy.worker_exited(2) == [Fail((1,), FailReason.WORKER_LOST, 2), Spawn(3)]
+    assert policy.worker_ready(3) == [Send(3, (2, 3))]
 
 
 def test_unstarted_tasks_are_requeued_behind_the_retried_one_in_order() -> None:
-    policy, _ = started(1)
-    policy.submit(tasks(*range(16), retries=1))  # 16 // 4 = 4
-    assert policy.in_flight(0) == (0, 1, 2, 3)
-    policy.task_done(0, 0)
+    policy, _ = started(1, ahead=1.0, measured=0.25)  # 1 + 1.0 / 0.25 = 5 in flight
+    assert policy.submit(tasks(*range(16), retries=1)) == [Send(0, (0, 1, 2, 3, 4))]
+    assert policy.task_done(0, 0) == []
     assert policy.worker_exited(0) == [Retry(1, FailReason.WORKER_LOST, 0), Spawn(1)]
-    assert policy.worker_ready(1) == [Send(1, (1, 2, 3))]  # 15 // 4 = 3
+    assert policy.worker_ready(1) == [Send(1, (1, 2, 3, 4, 5))]
 
 
 # -- retries after a timeout --------------------------------------------------------------------
@@ -181,13 +189,16 @@ def test_retryable_exception_without_retries_is_delivered() -> None:
     assert policy.pending_count == 0
 
 
-def test_retryable_exception_mid_batch_requeues_only_that_task() -> None:
-    policy, _ = started(1)
-    policy.submit(tasks(*range(8), retries=1))  # (0, 1) sent
-    assert policy.task_done(0, 0, retryable=True) == [Retry(0, FailReason.RAISED, 0)]
-    assert policy.in_flight(0) == (1,)
-    assert policy.pending_count == 7
-    assert policy.task_done(0, 1) == [Send(0, (0,))]  # 7 // 4 = 1: task 0 first
+def test_retryable_exception_with_tasks_queued_requeues_only_that_task() -> None:
+    policy, _ = started(1, ahead=AHEAD_SECONDS)
+    assert policy.submit(tasks(*range(8), retries=1)) == [Send(0, (0, 1))]
+    # Task 0 goes back first in line, and so is the one topping the worker up.
+    assert policy.task_done(0, 0, retryable=True) == [
+        Retry(0, FailReason.RAISED, 0),
+        Send(0, (0,)),
+    ]
+    assert policy.in_flight(0) == (1, 0)
+    assert policy.pending_count == 6
 
 
 def test_attempts_count_across_reasons() -> None:
@@ -337,23 +348,23 @@ def test_cancel_last_task_after_close_winds_down() -> None:
 
 
 def test_cancel_running_task_kills_its_worker_and_requeues_the_rest() -> None:
-    policy, _ = started(1)
+    policy, _ = started(1, ahead=AHEAD_SECONDS)
     assert policy.submit(tasks(*range(8))) == [Send(0, (0, 1))]
     assert policy.cancel([0]) == [Fail((0,), FailReason.CANCELLED), Kill(0), Spawn(1)]
     assert policy.pending_count == 7  # 1 went back, ahead of the others
     assert policy.in_flight(0) == ()
     assert policy.task_done(0, 0) == []  # a late report from the killed worker
     assert policy.worker_exited(0) == []  # nothing more failed, no second replacement
-    assert policy.worker_ready(1) == [Send(1, (1,))]
+    assert policy.worker_ready(1) == [Send(1, (1, 2))]
 
 
 def test_cancel_running_and_unstarted_tasks_of_one_worker() -> None:
-    policy, _ = started(1)
-    policy.submit(tasks(*range(8)))
+    policy, _ = started(1, ahead=AHEAD_SECONDS)
+    assert policy.submit(tasks(*range(8))) == [Send(0, (0, 1))]
     assert policy.cancel([1, 0]) == [Fail((0, 1), FailReason.CANCELLED), Kill(0), Spawn(1)]
     assert policy.pending_count == 6
     policy.worker_exited(0)
-    assert policy.worker_ready(1) == [Send(1, (2,))]
+    assert policy.worker_ready(1) == [Send(1, (2, 3))]
 
 
 def test_cancel_running_timed_task_clears_its_deadline() -> None:
@@ -378,20 +389,33 @@ def test_cancel_reports_fail_before_other_actions() -> None:
     assert len(of(actions, Spawn)) == 2
 
 
-def prefetched() -> Policy:
-    """One worker running task 0, with task 1 prefetched behind it and task 2 queued."""
-    policy, _ = started(1, prefetch=100)
+def queued_behind() -> Policy:
+    """One worker running task 0, with task 1 queued behind it and task 2 pending."""
+    policy, _ = started(1, ahead=AHEAD_SECONDS)  # nothing measured: two tasks in flight
     batch = [task(0), task(1, retries=3), task(2)]
-    assert policy.submit(batch) == [Send(0, (0,)), Send(0, (1,))]
+    assert policy.submit(batch) == [Send(0, (0, 1))]
     assert policy.pending_count == 1
     return policy
 
 
-def test_cancel_prefetched_task_fails_it_and_keeps_the_worker() -> None:
-    policy = prefetched()
-    assert policy.cancel([1]) == [Fail((1,), FailReason.CANCELLED)]
-    assert policy.in_flight(0) == (0, 1)  # the worker still runs it: it cannot be taken back
-    assert policy.task_done(0, 0) == [Send(0, (2,))]  # on with the prefetched batch
+def test_cancel_queued_task_fails_it_recalls_it_and_keeps_the_worker() -> None:
+    policy = queued_behind()
+    assert policy.cancel([1]) == [Fail((1,), FailReason.CANCELLED), Recall(0, (1,))]
+    assert policy.in_flight(0) == (0, 1)  # until the worker answers
+    # The worker gives it back unstarted: dropped, neither queued again nor failed again.
+    actions = policy.tasks_recalled(0, [1])
+    assert actions == [Send(0, (2,))]  # room for the pending task behind 0
+    assert policy.in_flight(0) == (0, 2)
+    assert policy.pending_count == 0
+    assert policy.task_done(0, 0) == []
+    assert policy.task_done(0, 2) == []
+
+
+def test_cancelled_task_started_before_its_recall_has_its_report_ignored() -> None:
+    policy = queued_behind()
+    policy.cancel([1])
+    assert policy.task_done(0, 0) == [Send(0, (2,))]
+    assert policy.tasks_recalled(0, []) == []  # too late: 1 had started
     # Its report is ignored: no Retry although it may retry, nothing delivered twice.
     assert policy.task_done(0, 1, retryable=True) == []
     assert policy.in_flight(0) == (2,)
@@ -399,39 +423,39 @@ def test_cancel_prefetched_task_fails_it_and_keeps_the_worker() -> None:
     assert policy.task_done(0, 2) == []
 
 
-def test_cancelled_prefetched_task_is_not_failed_again_nor_requeued_on_death() -> None:
-    policy = prefetched()
+def test_cancelled_queued_task_is_not_failed_again_nor_requeued_on_death() -> None:
+    policy = queued_behind()
     policy.cancel([1])
     assert policy.worker_exited(0) == [Fail((0,), FailReason.WORKER_LOST, 0), Spawn(1)]
     assert policy.pending_count == 1
     assert policy.worker_ready(1) == [Send(1, (2,))]
 
 
-def test_cancelled_prefetched_task_running_when_its_worker_dies() -> None:
-    policy = prefetched()
+def test_cancelled_queued_task_running_when_its_worker_dies() -> None:
+    policy = queued_behind()
     policy.cancel([1])
-    policy.task_done(0, 0)  # 1 now runs; 2 is prefetched behind it
+    policy.task_done(0, 0)  # 1 now runs (the recall came too late); 2 is queued behind it
     assert policy.in_flight(0) == (1, 2)
     # Neither Fail nor Retry for 1 (retries=3); 2 had not started and goes back.
     assert policy.worker_exited(0) == [Spawn(1)]
     assert policy.worker_ready(1) == [Send(1, (2,))]
 
 
-def test_cancelled_prefetched_task_is_not_requeued_when_the_send_fails() -> None:
-    policy = prefetched()
+def test_cancelled_queued_task_is_not_requeued_when_the_send_fails() -> None:
+    policy = queued_behind()
     policy.cancel([1])
-    assert policy.send_failed(0, (1,)) == [Spawn(1)]
-    assert policy.pending_count == 1
-    assert policy.worker_ready(1) == [Send(1, (2,))]
+    assert policy.send_failed(0, (0, 1)) == [Spawn(1)]
+    assert policy.pending_count == 2  # 0 back first in line, then 2; not 1
+    assert policy.worker_ready(1) == [Send(1, (0, 2))]
 
 
 def test_cancel_running_task_does_not_requeue_an_already_cancelled_one() -> None:
-    """Task 1 (prefetched) was cancelled; then task 0, running on the same worker, is. The
-    worker is killed and its unstarted tasks go back to the queue, but not 1: it was failed
-    CANCELLED already. Re-queued, it would run again and, in the scheduler (which dropped it
-    from its table when it failed it), its Send would raise KeyError."""
-    policy = prefetched()
-    assert policy.cancel([1]) == [Fail((1,), FailReason.CANCELLED)]
+    """Task 1 (queued) was cancelled; then task 0, running on the same worker, is. The worker
+    is killed and its unstarted tasks go back to the queue, but not 1: it was failed CANCELLED
+    already. Re-queued, it would run again and, in the scheduler (which dropped it from its
+    table when it failed it), its Send would raise KeyError."""
+    policy = queued_behind()
+    assert policy.cancel([1]) == [Fail((1,), FailReason.CANCELLED), Recall(0, (1,))]
     assert policy.cancel([0]) == [Fail((0,), FailReason.CANCELLED), Kill(0), Spawn(1)]
     assert policy.pending_count == 1
     assert policy.worker_ready(1) == [Send(1, (2,))]
@@ -439,20 +463,57 @@ def test_cancel_running_task_does_not_requeue_an_already_cancelled_one() -> None
 
 def test_cancel_of_an_already_cancelled_task_fails_nothing() -> None:
     """A cancelled task that a worker still holds is not 'known' any more: cancelling it again
-    must not fail it a second time (the scheduler only cancels live tasks, so this is the
-    policy's own contract rather than a path the scheduler takes today)."""
-    policy = prefetched()
+    must not fail it a second time, nor recall it again (the scheduler only cancels live tasks,
+    so this is the policy's own contract rather than a path the scheduler takes today)."""
+    policy = queued_behind()
     policy.cancel([1])
-    assert failed_ids(policy.cancel([1])) == set()
+    assert policy.cancel([1]) == []
     policy.task_done(0, 0)  # now 1 runs
-    assert failed_ids(policy.cancel([1])) == set()
+    assert policy.cancel([1]) == []
 
 
 def test_terminate_does_not_fail_an_already_cancelled_task_again() -> None:
-    policy = prefetched()
+    policy = queued_behind()
     policy.cancel([1])
     actions = policy.terminate()
     assert failed_ids(actions, FailReason.TERMINATED) == {0, 2}
+
+
+def test_cancel_after_break_fails_the_killed_workers_unstarted_tasks() -> None:
+    """The pool broke while its worker ran 0 with 1 queued behind; then 0 is cancelled. The
+    worker is killed and 1, never started, goes back to the queue; but no worker will ever take
+    it (the pool is broken). Like the unstarted tasks of a worker that dies after the break
+    (test_policy.py's test_death_after_break_fails_unstarted_tasks) it must fail BROKEN, not
+    wait in the queue of a policy that says it has finished: the scheduler would then exit and
+    leave it unresolved."""
+    policy = queued_behind()
+    assert failed_ids(policy.break_pool(), FailReason.BROKEN) == {2}
+    actions = policy.cancel([0])
+    assert failed_ids(actions, FailReason.CANCELLED) == {0}
+    assert Kill(0) in actions
+    actions += policy.worker_exited(0)
+    assert failed_ids(actions, FailReason.BROKEN) == {1}
+    assert policy.pending_count == 0
+    assert policy.finished
+
+
+def test_tasks_given_back_after_break_by_a_retiring_worker_fail_broken() -> None:
+    """A recall's answer comes after the pool broke, from a worker that went over the memory
+    cap: it is stopped once idle and none replaces it, so the tasks it gave back can never run.
+    They must fail BROKEN rather than strand in the queue of a finished policy."""
+    policy, _ = started(2, ahead=AHEAD_SECONDS, max_memory=1000)
+    assert policy.submit(tasks(0, 1)) == [Send(0, (0,)), Send(1, (1,))]
+    assert policy.submit(tasks(2, 3)) == [Send(0, (2,)), Send(1, (3,))]
+    assert policy.task_done(0, 0) == []
+    assert policy.task_done(0, 2) == [Recall(1, (3,))]
+    assert policy.break_pool() == [Stop(0)]
+    assert policy.task_done(1, 1, resident=5000) == []
+    actions = policy.tasks_recalled(1, [3])
+    assert Stop(1) in actions
+    actions += policy.worker_exited(0) + policy.worker_exited(1)
+    assert failed_ids(actions, FailReason.BROKEN) == {3}
+    assert policy.pending_count == 0
+    assert policy.finished
 
 
 # -- the memory cap -----------------------------------------------------------------------------
@@ -483,30 +544,26 @@ def test_no_memory_cap_keeps_any_worker() -> None:
     assert policy.task_done(0, 1, resident=10**12) == [Send(0, (2,))]
 
 
-def test_retiring_worker_finishes_its_running_batch_first() -> None:
-    policy, _ = started(1, max_memory=1000)
+def test_retiring_worker_finishes_its_queued_tasks_first() -> None:
+    policy, _ = started(1, ahead=AHEAD_SECONDS, max_memory=1000)
     assert policy.submit(tasks(*range(8))) == [Send(0, (0, 1))]
-    assert policy.task_done(0, 0, resident=5000) == []
-    assert policy.task_done(0, 1, resident=10) == [Stop(0), Spawn(1)]  # the mark sticks
-    assert policy.worker_ready(1) == [Send(1, (2,))]
-
-
-def test_retiring_worker_finishes_its_prefetched_batch_first() -> None:
-    policy, _ = started(1, prefetch=100, max_memory=1000)
-    assert policy.submit(tasks(0, 1)) == [Send(0, (0,)), Send(0, (1,))]
+    # Over the cap: it is let finish what it holds, and sent nothing more.
     assert policy.task_done(0, 0, resident=5000) == []
     assert policy.in_flight(0) == (1,)
-    assert policy.task_done(0, 1) == [Stop(0), Spawn(1)]
+    assert policy.task_done(0, 1, resident=10) == [Stop(0), Spawn(1)]  # the mark sticks
+    assert policy.worker_ready(1) == [Send(1, (2, 3))]
 
 
-def test_retiring_worker_is_not_sent_another_prefetched_batch() -> None:
-    """Once over the cap a worker is only let finish what it holds: prefetching to it again
-    would keep it busy, and over the cap, for as long as work keeps coming."""
-    policy, _ = started(1, prefetch=100, max_memory=1000)
-    assert policy.submit(tasks(0, 1, 2, 3)) == [Send(0, (0,)), Send(0, (1,))]
+def test_retiring_worker_is_not_topped_up() -> None:
+    """Once over the cap a worker is only let finish what it holds: topping it up would keep it
+    busy, and over the cap, for as long as work keeps coming."""
+    policy, _ = started(1, ahead=1.0, measured=0.25, max_memory=1000)  # 5 in flight
+    assert policy.submit(tasks(*range(20))) == [Send(0, (0, 1, 2, 3, 4))]
     assert policy.task_done(0, 0, resident=5000) == []
-    assert policy.task_done(0, 1) == [Stop(0), Spawn(1)]
-    assert policy.worker_ready(1) == [Send(1, (2,)), Send(1, (3,))]
+    for i in (1, 2, 3):  # down to one held: a worker under the cap would be topped up
+        assert policy.task_done(0, i) == []
+    assert policy.task_done(0, 4) == [Stop(0), Spawn(1)]
+    assert policy.worker_ready(1) == [Send(1, (5, 6, 7, 8, 9))]
 
 
 def test_retiring_worker_with_a_retry() -> None:
@@ -545,13 +602,14 @@ def test_send_failed_requeues_the_batch_at_the_head() -> None:
 
 
 def test_send_failed_worker_is_sent_nothing_more() -> None:
-    policy, _ = started(1, prefetch=100)
-    assert policy.submit(tasks(0, 1, 2)) == [Send(0, (0,)), Send(0, (1,))]
-    assert policy.send_failed(0, (1,)) == [Spawn(1)]
-    assert policy.in_flight(0) == (0,)  # the batch it did receive is still its own
+    policy, _ = started(1, ahead=AHEAD_SECONDS)
+    assert policy.submit(tasks(0, 1, 2)) == [Send(0, (0, 1))]
+    assert policy.task_done(0, 0) == [Send(0, (2,))]  # topped up: this Send fails
+    assert policy.send_failed(0, (2,)) == [Spawn(1)]
+    assert policy.in_flight(0) == (1,)  # the tasks it did receive are still its own
     assert policy.submit(tasks(3)) == []
-    assert policy.task_done(0, 0) == []  # not idle again, not stopped: its exit is coming
-    assert policy.worker_ready(1) == [Send(1, (1,)), Send(1, (2,))]
+    assert policy.task_done(0, 1) == []  # not idle again, not stopped: its exit is coming
+    assert policy.worker_ready(1) == [Send(1, (2, 3))]
     assert policy.worker_exited(0) == []
 
 
@@ -586,6 +644,7 @@ def test_send_failed_once_broken_fails_the_batch() -> None:
 class SimWorker:
     state: str = "starting"  # starting, up, stopping (told to stop), killed
     queue: list[int] = field(default_factory=list)  # sent and not yet reported, in run order
+    recalls: list[tuple[int, ...]] = field(default_factory=list)  # asked back, not answered
     over_cap: bool = False  # it reported more memory than the cap: it must get nothing more
 
 
@@ -604,7 +663,7 @@ class World:
             rng.randint(1, 3),
             rng.choice([None, None, 3]),
             clock=self.clock,
-            prefetch_bytes=rng.choice([0, 100]),
+            ahead_seconds=rng.choice([0.0, AHEAD_SECONDS]),
             max_memory=rng.choice([None, 1000]),
         )
         self.workers: dict[int, SimWorker] = {}
@@ -635,6 +694,13 @@ class World:
                 worker.state = "stopping"
             elif isinstance(action, Kill):
                 self.workers[action.wid].state = "killed"
+            elif isinstance(action, Recall):
+                worker = self.workers[action.wid]
+                assert worker.state in ("up", "killed"), self.trace(f"Recall to {worker.state}")
+                assert set(action.task_ids) <= set(worker.queue[1:]), self.trace(
+                    "Recall of a task the worker does not hold queued"
+                )
+                worker.recalls.append(action.task_ids)
             elif isinstance(action, Fail):
                 for tid in action.task_ids:
                     assert tid in self.tasks, self.trace(f"Fail of unknown task {tid}")
@@ -713,21 +779,35 @@ class World:
         tid = self.workers[wid].queue.pop(0)
         in_flight = tid in self.policy.in_flight(wid)
         resident = self.rng.choice([0, 0, 500, 1500])
-        self.log.append(f"task_done({wid}, {tid}, retryable={retryable}, resident={resident})")
-        actions = self.policy.task_done(wid, tid, retryable=retryable, resident=resident)
+        elapsed = self.rng.choice([None, 1e-5, 1e-3, 0.05])
+        self.log.append(
+            f"task_done({wid}, {tid}, retryable={retryable}, resident={resident}, "
+            f"elapsed={elapsed})"
+        )
+        actions = self.policy.task_done(
+            wid, tid, retryable=retryable, resident=resident, elapsed=elapsed
+        )
         cap = self.policy.max_memory
         if in_flight and cap is not None and resident > cap:
             self.workers[wid].over_cap = True
         retried = any(isinstance(a, Retry) and a.task_id == tid for a in actions)
         if in_flight and not retried:
             if tid in self.ended:
-                # Only a cancelled task stays in flight after it ended (it was prefetched).
+                # Only a cancelled task stays in flight after it ended (it was queued behind).
                 assert self.ended[tid] == "CANCELLED", self.trace(f"{tid} reported twice")
             else:
                 self.ended[tid] = "done"
                 if retryable:
                     self.check_out_of_attempts(tid)
         self.apply(actions)
+
+    def answer_recall(self, wid: int) -> None:
+        """The worker gives back the recalled tasks it has not started (all but its first)."""
+        worker = self.workers[wid]
+        asked = worker.recalls.pop(0)
+        returned = [t for t in worker.queue[1:] if t in asked]
+        worker.queue = [t for t in worker.queue if t not in returned]
+        self.call("tasks_recalled", wid, returned)
 
     def exit(self, wid: int) -> None:
         del self.workers[wid]
@@ -753,6 +833,7 @@ class World:
             by_state.setdefault(worker.state, []).append(wid)
         busy = [wid for wid in by_state.get("up", []) if self.workers[wid].queue]
         late = [wid for wid in by_state.get("killed", []) if self.workers[wid].queue]
+        recalled = [wid for wid in by_state.get("up", []) if self.workers[wid].recalls]
         leaving = by_state.get("stopping", []) + by_state.get("killed", [])
         live = [tid for tid in self.tasks if tid not in self.ended]
         roll = rng.random()
@@ -761,8 +842,10 @@ class World:
                 self.submit()  # once broken, the policy fails what comes
         elif roll < 0.30 and by_state.get("starting"):
             self.ready(rng.choice(by_state["starting"]))
-        elif roll < 0.60 and busy:
+        elif roll < 0.55 and busy:
             self.report(rng.choice(busy), retryable=rng.random() < 0.3)
+        elif roll < 0.60 and recalled:
+            self.answer_recall(rng.choice(recalled))
         elif roll < 0.63 and late:
             self.report(rng.choice(late), retryable=rng.random() < 0.3)
         elif roll < 0.75 and leaving:
@@ -824,8 +907,11 @@ class World:
             starting = [w for w, s in self.workers.items() if s.state == "starting"]
             busy = [w for w, s in self.workers.items() if s.state == "up" and s.queue]
             leaving = [w for w, s in self.workers.items() if s.state in ("stopping", "killed")]
+            recalled = [w for w, s in self.workers.items() if s.state == "up" and s.recalls]
             if starting:
                 self.ready(starting[0])
+            elif recalled:
+                self.answer_recall(recalled[0])
             elif busy:
                 self.report(self.rng.choice(busy), retryable=self.rng.random() < 0.2)
             elif leaving:

@@ -10,11 +10,12 @@ methods and the facade never knows which it talks to.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Protocol
 
 from ._protocol import Mode, Status
+from ._shm import Lent, Segment
 
 __all__ = ["Backend", "PreparedTask", "ResultSink"]
 
@@ -27,11 +28,17 @@ class ResultSink(Protocol):
     """
 
     def _deliver(
-        self, index: int, status: Status, payload: memoryview, attempts: Sequence[str] = ()
+        self,
+        index: int,
+        status: Status,
+        payload: memoryview,
+        attempts: Sequence[str] = (),
+        lent: Lent | None = None,
     ) -> None:
         """The task ran; ``payload`` is the still-pickled result or exception.
 
-        ``attempts`` says how earlier attempts at it failed, when it was retried."""
+        ``attempts`` says how earlier attempts at it failed, when it was retried. ``lent``: the
+        shared-memory views of the result's large buffers (decode with ``_shm.loads``)."""
 
     def _fail(self, index: int, exc: BaseException) -> None:
         """The task could not run or could not finish (its worker died, say)."""
@@ -51,6 +58,8 @@ class PreparedTask:
     retries: int = 0  # runs it may have again after a failed attempt
     retry_on: bytes = b""  # pickled tuple of the exception types worth a retry
     return_exceptions: bool = False  # a failed item of a chunk yields its exception in place
+    segments: list[Segment] = field(default_factory=list)  # the arguments' large buffers
+    items: int = 1  # calls the task makes (a map chunk's length)
 
 
 class Backend(Protocol):
@@ -76,6 +85,9 @@ class Backend(Protocol):
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the backend has finished after close or terminate; True if it has."""
+
+    def item_seconds(self) -> float | None:
+        """How long one call takes, as measured lately (None: not yet): sizes map chunks."""
 
     def repopulate(self) -> None:
         """Bring the workers back to full strength now."""

@@ -27,8 +27,9 @@ class CallbackRunner:
         """Run ``call`` on the callback thread. It must not raise: results catch their own."""
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                thread.start()  # may raise (at interpreter shutdown): then there is no thread
+                self._thread = thread
         self._calls.put(call)
 
     def close(self) -> None:
@@ -44,3 +45,6 @@ class CallbackRunner:
     def _run(self) -> None:
         while (call := self._calls.get()) is not None:
             call()
+            # A finished call must not keep what it references (a result, its exception and
+            # that exception's frames, up to a whole executor) alive until the next call.
+            del call

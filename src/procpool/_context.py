@@ -79,6 +79,14 @@ class Context:
 
         return Pool(processes, initializer, initargs, maxtasksperchild, context=self)
 
+    def Manager(self) -> Any:
+        """A started ``SyncManager`` whose ``Pool()`` is procpool's (``procpool.managers``)."""
+        from .managers import SyncManager
+
+        manager = SyncManager(ctx=self._mp)
+        manager.start()
+        return manager
+
 
 _contexts: dict[str, Context] = {}
 

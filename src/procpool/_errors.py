@@ -6,7 +6,8 @@ keep catching them::
 
     multiprocessing.ProcessError
     └── ProcpoolError
-        ├── WorkerLostError        a worker died while it held the task
+        ├── WorkerLostError        a worker died while it held the task (also a
+        │                          concurrent.futures BrokenProcessPool: see the class)
         ├── TaskDecodeError        a task's function, arguments or outcome could not be unpickled
         ├── TaskTimeoutError       the task ran past its timeout and its worker was killed
         │                          (also a builtin TimeoutError)
@@ -59,10 +60,13 @@ class ProcpoolError(ProcessError):
     """Base class of the errors procpool raises on its own account."""
 
 
-class WorkerLostError(ProcpoolError):
+class WorkerLostError(ProcpoolError, BrokenProcessPool):
     """The worker process running the task died before it reported a result.
 
-    The task is failed; every other task goes on, and the pool replaces the worker.
+    The task is failed; every other task goes on, and the pool replaces the worker. It is also
+    a ``concurrent.futures`` ``BrokenProcessPool``, the error the standard library's executor
+    raises for a worker's death, so that ``except BrokenProcessPool`` clauses written for it
+    keep catching the death; unlike there, the executor is not broken and takes more work.
     ``pid`` and ``exitcode`` (negative: the signal number) identify the death.
     """
 

@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
+from ._progress import ProgressOption
+
 __all__ = ["MapOptions", "Options", "TaskOptions"]
 
 ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
@@ -28,6 +30,7 @@ class MapOptions(TaskOptions, total=False):
     """Keyword options of the map family (``map``, ``imap``, ``starmap``...)."""
 
     return_exceptions: bool  # a failed item yields its exception in its place
+    progress: ProgressOption  # a bar on stderr, or a callable told the items done (_progress)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,11 +1,19 @@
-"""The scheduling policy: every dispatch, respawn, retirement, deadline, retry and cancellation
-decision, without I/O.
+"""The scheduling policy: every dispatch, respawn, retirement, deadline, retry, cancellation
+and flow-control decision, without I/O.
 
 The scheduler thread feeds a :class:`Policy` events (a task was submitted, a worker became ready,
 a task finished, a worker exited, time passed, a task was cancelled) and carries out the actions
 it returns (spawn a worker, send it tasks, stop or kill it, fail a task or queue it again).
 Nothing here touches a process, a pipe or the real clock, so the policy is tested with plain
 method calls and an injected clock.
+
+Flow control. Each worker holds a queue of tasks in flight: the one it runs and some queued
+behind it, so that it never waits for a round trip to the scheduler between tiny tasks. How many
+is sized from the measured task duration (``AHEAD_SECONDS`` of work queued behind the running
+task, within ``MAX_IN_FLIGHT`` tasks and ``MAX_IN_FLIGHT_BYTES``), and pending work is shared
+out evenly among the workers. Work sent ahead is never stranded: when a worker falls idle with
+nothing pending, the tasks queued behind other workers' running tasks are recalled (the worker
+gives back those it has not started) and handed to the idle one.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 __all__ = [
     "Action",
@@ -23,6 +32,7 @@ __all__ = [
     "Kill",
     "Lifecycle",
     "Policy",
+    "Recall",
     "Retry",
     "Send",
     "Spawn",
@@ -35,9 +45,17 @@ __all__ = [
 # would leave the caller waiting forever.
 MAX_STARTUP_FAILURES = 3
 
-# Largest batch of independent tasks sent to one worker in one message. Batching amortises the
-# round trip on queues of tiny tasks; the cap bounds how much work one slow task can hold back.
-MAX_BATCH = 64
+# Work a busy worker holds queued behind its running task, in seconds of measured task time:
+# enough to cover the scheduler's round trip many times over, little enough to share out.
+AHEAD_SECONDS = 0.002
+# Bounds on what one worker holds in flight, whatever the measured durations.
+MAX_IN_FLIGHT = 512
+MAX_IN_FLIGHT_BYTES = 8 << 20
+# Recall queued tasks for an idle worker only when they stand for at least this much work: a few
+# tiny tasks finish sooner than a recall's round trip.
+RECALL_MIN_SECONDS = 0.001
+# Weight of the newest sample in the moving average of task durations.
+_EMA_WEIGHT = 0.2
 
 
 class Lifecycle(enum.StrEnum):
@@ -68,16 +86,18 @@ class FailReason(enum.Enum):
     RAISED = enum.auto()  # (retries only) it raised one of the exceptions worth a retry
 
 
-@dataclass(frozen=True)
-class TaskInfo:
-    """What the policy knows of a task: its id, how long it may run once started, its size."""
+class TaskInfo(NamedTuple):
+    """What the policy knows of a task: its id, how long it may run once started, its size.
+
+    (A named tuple: the scheduler makes one per task, and a frozen dataclass costs several
+    times as much to build.)"""
 
     task_id: int
     timeout: float | None = None
     size: int = 0  # bytes it takes on the wire
-    # May wait in a busy worker's channel behind the task it runs. Never for apply_async tasks:
-    # a task bound to a busy worker cannot move to one that becomes idle, and tasks that wait
-    # for each other would deadlock (the standard library's pool never binds a task early).
+    # May be queued in a busy worker behind the task it runs. Never for apply_async tasks, which
+    # go to idle workers only, as in the standard library's pool: such tasks may wait for each
+    # other, and one queued behind its own waiter would have to wait for a recall.
     prefetch: bool = True
     retries: int = 0  # how many times it may be run again after a failed attempt
 
@@ -113,6 +133,14 @@ class Fail:
 
 
 @dataclass(frozen=True)
+class Recall:
+    """Ask the worker to give back these tasks if it has not started them."""
+
+    wid: int
+    task_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Retry:
     """The attempt failed (``reason``, on worker ``wid``); the task is queued to run again."""
 
@@ -121,7 +149,7 @@ class Retry:
     wid: int
 
 
-Action = Spawn | Send | Stop | Kill | Fail | Retry
+Action = Spawn | Send | Stop | Kill | Fail | Retry | Recall
 
 
 @dataclass
@@ -129,19 +157,36 @@ class _Worker:
     wid: int
     phase: _Phase = _Phase.STARTING
     completed: int = 0  # tasks finished, for maxtasksperchild
-    # Batches sent and not yet finished, in the order the worker runs them: the one running,
-    # and at most one prefetched behind it.
-    batches: deque[list[TaskInfo]] = field(default_factory=deque)
+    # Tasks sent and not yet reported, in the order the worker runs them: the first is running
+    # (or about to), the rest are queued behind it.
+    tasks: deque[TaskInfo] = field(default_factory=deque)
+    held_bytes: int = 0
+    recalling: set[int] = field(default_factory=set)  # asked back, no answer yet
     deadline: float | None = None
     retiring: bool = False  # replace it once it is idle (it outgrew the memory cap)
 
     def held(self) -> tuple[int, ...]:
-        return tuple(t.task_id for batch in self.batches for t in batch)
+        return tuple(t.task_id for t in self.tasks)
+
+    def take(self, task: TaskInfo) -> None:
+        self.tasks.append(task)
+        self.held_bytes += task.size
+
+    def drop(self, ids: set[int]) -> list[TaskInfo]:
+        """Remove these tasks from the worker's queue; the removed ones, in running order."""
+        removed = [t for t in self.tasks if t.task_id in ids]
+        if removed:
+            self.tasks = deque(t for t in self.tasks if t.task_id not in ids)
+            self.held_bytes -= sum(t.size for t in removed)
+        self.recalling -= ids
+        return removed
 
     def release(self) -> list[TaskInfo]:
         """Forget every task the worker holds (it died, or is being killed), in running order."""
-        held = [t for batch in self.batches for t in batch]
-        self.batches.clear()
+        held = list(self.tasks)
+        self.tasks.clear()
+        self.held_bytes = 0
+        self.recalling.clear()
         self.deadline = None
         return held
 
@@ -154,17 +199,18 @@ class Policy:
         processes: int,
         maxtasksperchild: int | None = None,
         clock: Callable[[], float] = time.monotonic,
-        prefetch_bytes: int = 0,
         max_memory: int | None = None,
+        ahead_seconds: float = AHEAD_SECONDS,
     ) -> None:
-        """``prefetch_bytes``: a busy worker may be sent one more batch of at most this many
-        bytes, so that it never waits for a round trip between batches (0: never). Small is
-        the point: a frame that fits the channel's buffer cannot block the scheduler.
-        ``max_memory``: a worker that reports more resident bytes is replaced once idle."""
+        """``max_memory``: a worker that reports more resident bytes is replaced once idle.
+        ``ahead_seconds``: measured work a busy worker may hold queued behind its running task
+        (0: none, each worker holds one task at a time)."""
         self.size = processes
         self.maxtasks = maxtasksperchild
-        self.prefetch_bytes = prefetch_bytes
         self.max_memory = max_memory
+        self.ahead_seconds = ahead_seconds
+        # Moving average of how long a task runs, as the workers measure it (None: no sample).
+        self.task_seconds: float | None = None
         self.state = Lifecycle.RUN
         self._clock = clock
         self._pending: deque[TaskInfo] = deque()
@@ -204,8 +250,8 @@ class Policy:
         A worker runs and reports its tasks in the order it was sent them, so any other report
         is a late one for a task already failed (it timed out, and may be running again).
         """
-        batches = self._workers[wid].batches
-        return bool(batches) and batches[0][0].task_id == task_id
+        tasks = self._workers[wid].tasks
+        return bool(tasks) and tasks[0].task_id == task_id
 
     def next_deadline(self) -> float | None:
         """The earliest moment a running task times out, or None: the scheduler's wait timeout."""
@@ -248,20 +294,29 @@ class Policy:
         return self._dispatch()
 
     def task_done(
-        self, wid: int, task_id: int, retryable: bool = False, resident: int = 0
+        self,
+        wid: int,
+        task_id: int,
+        retryable: bool = False,
+        resident: int = 0,
+        elapsed: float | None = None,
     ) -> list[Action]:
         """The worker reported the task's outcome (a result or the task's own exception).
 
         ``retryable``: the task raised one of its ``retry_on`` exceptions; a Retry action says
         the task runs again (its outcome is then not delivered). ``resident``: the worker's
-        memory as it reported it (0: not measured).
+        memory as it reported it (0: not measured). ``elapsed``: seconds the task ran.
         """
         worker = self._workers[wid]
         if not self.expects_report(wid, task_id):
             return []
-        running = worker.batches[0]
-        task = running.pop(0)
+        task = worker.tasks.popleft()
+        worker.held_bytes -= task.size
+        worker.recalling.discard(task_id)
+        worker.deadline = None
         worker.completed += 1
+        if elapsed is not None:
+            self._measured(elapsed)
         if self.max_memory is not None and resident > self.max_memory:
             worker.retiring = True
         actions: list[Action] = []
@@ -271,19 +326,32 @@ class Policy:
             actions.append(self._retry_or_fail(task, FailReason.RAISED, wid))
         else:
             self._failed_attempts.pop(task_id, None)
-        if not running:
-            worker.batches.popleft()
-            worker.deadline = None
-        if worker.batches:
-            return actions + self._dispatch()  # on to its prefetched batch: maybe prefetch more
-        if worker.phase is not _Phase.BUSY:
-            return actions
+        return actions + self._after_work(worker)
+
+    def tasks_recalled(self, wid: int, task_ids: Iterable[int]) -> list[Action]:
+        """The worker gave back these tasks, never started: they are queued again first."""
+        worker = self._workers[wid]
+        returned = [t for t in worker.drop(set(task_ids)) if not self._forget_cancelled(t)]
+        self._pending.extendleft(reversed(returned))
+        return self._after_work(worker)
+
+    def _after_work(self, worker: _Worker) -> list[Action]:
+        """The worker's queue shrank: retire it if due once idle, and hand out work."""
+        if worker.tasks or worker.phase is not _Phase.BUSY:
+            return self._dispatch()
         worker.phase = _Phase.IDLE
+        actions: list[Action] = []
         if worker.retiring or (self.maxtasks is not None and worker.completed >= self.maxtasks):
             worker.phase = _Phase.LEAVING
-            actions.append(Stop(wid))
+            actions.append(Stop(worker.wid))
             actions += self._replenish()
         return actions + self._dispatch()
+
+    def _measured(self, elapsed: float) -> None:
+        if self.task_seconds is None:
+            self.task_seconds = elapsed
+        else:
+            self.task_seconds += _EMA_WEIGHT * (elapsed - self.task_seconds)
 
     def worker_exited(self, wid: int) -> list[Action]:
         """The worker's process ended, expectedly or not: fail the task it was running, queue
@@ -310,17 +378,8 @@ class Policy:
         """A batch could not be sent (the worker's channel is closed): the worker never had it.
         Queue it again at the head; send that worker nothing more (its exit is on its way)."""
         worker = self._workers[wid]
-        ids = set(task_ids)
-        unsent = [
-            t
-            for batch in worker.batches
-            for t in batch
-            if t.task_id in ids and not self._forget_cancelled(t)
-        ]
-        worker.batches = deque(
-            kept for batch in worker.batches if (kept := [t for t in batch if t.task_id not in ids])
-        )
-        if not worker.batches:
+        unsent = [t for t in worker.drop(set(task_ids)) if not self._forget_cancelled(t)]
+        if not worker.tasks:
             worker.deadline = None
         worker.phase = _Phase.LEAVING
         self._pending.extendleft(reversed(unsent))
@@ -361,8 +420,8 @@ class Policy:
         """The caller cancelled these tasks: fail them CANCELLED, wherever they are.
 
         A queued task is dropped; a running one is stopped by killing its worker (which is
-        replaced, and whose other tasks go back to the queue); one waiting behind another in a
-        worker's channel cannot be taken back, so the worker runs it and its report is ignored.
+        replaced, and whose other tasks go back to the queue); one queued behind another in a
+        worker is recalled, and should the worker have started it by then, its report is ignored.
         """
         ids = set(task_ids) - self._cancelled
         found = [t.task_id for t in self._pending if t.task_id in ids]
@@ -386,6 +445,10 @@ class Policy:
                 actions.append(Kill(worker.wid))
             else:
                 self._cancelled.update(hit)
+                queued = tuple(i for i in hit if i != held[0] and i not in worker.recalling)
+                if queued:
+                    worker.recalling.update(queued)
+                    actions.append(Recall(worker.wid, queued))
         if not found:
             return []
         for task_id in found:
@@ -454,63 +517,129 @@ class Policy:
         return actions
 
     def _dispatch(self) -> list[Action]:
+        """Hand pending tasks to idle workers, then top up busy ones (flow control), or
+        recall queued work for idle workers when nothing is pending."""
+        if self.state is Lifecycle.BROKEN:
+            # No worker will come to run them: whatever was queued again (a recall answered,
+            # a cancelled worker's queue) fails now, never strands in a finished policy.
+            return self._fail_pending(FailReason.BROKEN) + self._wind_down()
         actions: list[Action] = []
-        for worker in self._workers.values():
-            if not self._pending:
-                break
-            if worker.phase is _Phase.IDLE:
-                actions.append(self._send_batch(worker, self._batch_limit(worker), None))
-        # Idle workers first; then busy ones may take a small batch to run next, unless a
-        # worker is about to be free (idle or starting) to take it.
-        free_soon = any(w.phase in (_Phase.IDLE, _Phase.STARTING) for w in self._workers.values())
-        for worker in self._workers.values():
-            if not self._pending or not self.prefetch_bytes or free_soon:
-                break
-            if not self._pending[0].prefetch:
-                break
-            if (
-                worker.phase is _Phase.BUSY
-                and not worker.retiring
-                and len(worker.batches) == 1
-                and worker.deadline is None
-                and all(t.prefetch for t in worker.batches[0])  # never behind an apply task
-            ):
-                limit = self._batch_limit(worker)
-                first = self._pending[0]
-                if limit > 0 and first.timeout is None and first.size <= self.prefetch_bytes:
-                    actions.append(self._send_batch(worker, limit, self.prefetch_bytes))
-        if not self._pending and not self._wants_workers():
-            actions += self._wind_down()
+        if self._pending:
+            # Pending work is shared out evenly: first among the idle workers and those still
+            # starting (so that the first ready do not take it all), then what is left among
+            # the busy workers that may take more and, again, those starting.
+            starting = sum(w.phase is _Phase.STARTING for w in self._workers.values())
+            idle = [w for w in self._workers.values() if w.phase is _Phase.IDLE]
+            share = _ceil_div(len(self._pending), len(idle) + starting)
+            for worker in idle:
+                if self._pending:
+                    actions.append(self._send(worker, self._room(worker, share)))
+            limit = self._in_flight_limit()
+            # Topped up once its queue is down to half the limit, so that each frame carries
+            # many tasks rather than one per task finished.
+            busy = [
+                w
+                for w in self._workers.values()
+                if w not in idle and len(w.tasks) <= limit // 2 and w.phase is _Phase.BUSY
+            ]
+            for worker in busy:
+                if self._pending and self._may_queue_behind(worker):
+                    share = _ceil_div(len(self._pending), len(busy) + starting)
+                    room = self._room(worker, share)
+                    if room > 0:
+                        actions.append(self._send(worker, room))
+        if not self._pending:
+            if self._wants_workers():
+                actions += self._recall_for_idle()
+            else:
+                actions += self._wind_down()
         return actions
 
-    def _batch_limit(self, worker: _Worker) -> int:
-        """How many tasks the worker's next batch may hold."""
-        limit = max(1, min(MAX_BATCH, len(self._pending) // (4 * self.size)))
-        if self.maxtasks is not None:
-            assigned = sum(len(batch) for batch in worker.batches)
-            limit = min(limit, self.maxtasks - worker.completed - assigned)
-        return limit
+    def _in_flight_limit(self) -> int:
+        """Tasks a worker may hold: the running one and enough measured work behind it."""
+        if self.ahead_seconds <= 0:
+            return 1
+        if self.task_seconds is None:
+            return 2  # nothing measured yet: one queued behind, to measure without stranding
+        ahead = self.ahead_seconds / max(self.task_seconds, 1e-7)
+        return 1 + max(1, min(MAX_IN_FLIGHT - 1, int(ahead)))
 
-    def _send_batch(self, worker: _Worker, limit: int, max_bytes: int | None) -> Send:
+    def _room(self, worker: _Worker, share: int) -> int:
+        """How many more tasks the worker may be sent now: within its flow-control limit,
+        its maxtasksperchild quota and its ``share`` of what is pending."""
+        limit = self._in_flight_limit() - len(worker.tasks)
+        if self.maxtasks is not None:
+            limit = min(limit, self.maxtasks - worker.completed - len(worker.tasks))
+        return min(limit, share)
+
+    def _may_queue_behind(self, worker: _Worker) -> bool:
+        """Whether the next pending task may wait in this busy worker behind its running one."""
+        first = self._pending[0]
+        return (
+            worker.phase is _Phase.BUSY
+            and not worker.retiring
+            and worker.deadline is None
+            and first.prefetch
+            and first.timeout is None
+            and worker.held_bytes + first.size <= MAX_IN_FLIGHT_BYTES
+            and all(t.prefetch for t in worker.tasks)  # never behind an apply task
+        )
+
+    def _send(self, worker: _Worker, limit: int) -> Send:
         """Send the worker its next pending tasks: the first, then more up to ``limit`` tasks
-        and ``max_bytes`` bytes.
+        and the byte bound.
 
         A task with a deadline travels alone and only to an idle worker, so that its deadline
         starts when it starts.
         """
-        batch = [self._pending.popleft()]
-        size = batch[0].size
-        if batch[0].timeout is None:
-            while len(batch) < limit and self._pending and self._pending[0].timeout is None:
-                size += self._pending[0].size
-                if max_bytes is not None and size > max_bytes:
+        first = self._pending.popleft()
+        worker.take(first)
+        sent = [first.task_id]
+        if first.timeout is None and first.prefetch:
+            while len(sent) < limit and self._pending:
+                task = self._pending[0]
+                if (
+                    task.timeout is not None
+                    or not task.prefetch
+                    or worker.held_bytes + task.size > MAX_IN_FLIGHT_BYTES
+                ):
                     break
-                batch.append(self._pending.popleft())
-        worker.batches.append(batch)
+                worker.take(self._pending.popleft())
+                sent.append(task.task_id)
         worker.phase = _Phase.BUSY
-        if batch[0].timeout is not None:
-            worker.deadline = self._clock() + batch[0].timeout
-        return Send(worker.wid, tuple(t.task_id for t in batch))
+        if first.timeout is not None:
+            worker.deadline = self._clock() + first.timeout
+        return Send(worker.wid, tuple(sent))
+
+    def _recall_for_idle(self) -> list[Action]:
+        """Nothing is pending but a worker is idle: ask busy workers for the tasks queued
+        behind their running ones, when those stand for enough work to be worth the trip."""
+        if not any(w.phase is _Phase.IDLE and not w.retiring for w in self._workers.values()):
+            return []
+        actions: list[Action] = []
+        for worker in self._workers.values():
+            if worker.phase is not _Phase.BUSY:
+                continue
+            # Cheap bound first: this runs after every report while workers wait for input.
+            count = len(worker.tasks) - 1 - len(worker.recalling)
+            if count <= 0 or (
+                self.task_seconds is not None and self.task_seconds * count < RECALL_MIN_SECONDS
+            ):
+                continue
+            queued = [
+                t.task_id
+                for t in list(worker.tasks)[1:]
+                if t.task_id not in worker.recalling and t.task_id not in self._cancelled
+            ]
+            if not queued:
+                continue
+            if self.task_seconds is not None and (
+                self.task_seconds * len(queued) < RECALL_MIN_SECONDS
+            ):
+                continue
+            worker.recalling.update(queued)
+            actions.append(Recall(worker.wid, tuple(queued)))
+        return actions
 
     def _wind_down(self) -> list[Action]:
         """Stop the idle workers once nothing more will be asked of them."""
@@ -530,3 +659,7 @@ class Policy:
         failed = tuple(t.task_id for t in self._pending)
         self._pending.clear()
         return [Fail(failed, reason)]
+
+
+def _ceil_div(count: int, parts: int) -> int:
+    return -(-count // max(1, parts))

@@ -8,23 +8,26 @@ feeder thread per call, which runs at most a window of chunks ahead of the consu
 
 from __future__ import annotations
 
+import multiprocessing.pool
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from itertools import islice
+from collections.abc import Callable, Iterable, Mapping, Sized
+from types import FunctionType
 from typing import Any, NoReturn, TypeVar, Unpack
 
 from ._backend import Backend, PreparedTask
+from ._backends import make_backend
 from ._callbacks import CallbackRunner
 from ._context import get_context
-from ._cpu import cpu_count
 from ._errors import PoolTerminatedError
+from ._feeding import IMAP_MAX_CHUNK, ChunkSizer, Feeder, fixed_size, map_chunk_cap
 from ._options import ExceptionTypes, MapOptions, Options, TaskOptions, exception_types
 from ._policy import Lifecycle
+from ._progress import Progress
 from ._protocol import Mode
 from ._results import ApplyResult, IMapIterator, IMapUnorderedIterator, MapResult, _LazyIterator
-from ._scheduler import ProcessBackend
-from ._serialize import dumps, dumps_callable
+from ._serialize import dumps, dumps_arguments
+from ._shm import SegmentPool
 
 __all__ = ["Pool"]
 
@@ -32,12 +35,17 @@ R = TypeVar("R")
 _Lazy = TypeVar("_Lazy", bound=_LazyIterator[Any])
 
 # How many chunks an imap may run ahead of its consumer, per worker (and at least).
-_WINDOW_PER_WORKER = 8
-_MIN_WINDOW = 32
+_WINDOW_PER_WORKER = 64
+_MIN_WINDOW = 128
 
 
-class Pool:
+class Pool(multiprocessing.pool.Pool):
     """A pool of worker processes, used exactly like ``multiprocessing.Pool``.
+
+    It is a ``multiprocessing.pool.Pool`` for ``isinstance`` (code such as dask's schedulers
+    branches on that type), but it never runs the standard library's machinery: the base
+    class's ``__init__`` is not called, and every method of the base class that procpool does
+    not override raises ``NotImplementedError`` (see ``_block_stdlib_machinery``).
 
     Differences from the standard library, each deliberate:
 
@@ -58,6 +66,10 @@ class Pool:
     exceptions) and ``max_memory_per_child`` (replace a worker whose memory grew past it) are
     the defaults of the keyword options every submitting method takes (``timeout``, ``retries``,
     ``retry_on``, and for the map family ``return_exceptions``); ``AsyncResult.cancel()``.
+
+    ``backend="dask"`` runs the tasks on a Dask cluster instead, with the same API and
+    guarantees: ``address`` names its scheduler, ``client`` passes a ``distributed.Client``, and
+    neither starts a local cluster that the pool stops with itself (``docs/dask.md``).
     """
 
     def __init__(
@@ -72,11 +84,12 @@ class Pool:
         retries: int = 0,
         retry_on: ExceptionTypes | None = None,
         max_memory_per_child: int | None = None,
+        backend: str | None = None,
+        address: str | None = None,
+        client: Any = None,
     ) -> None:
         self._state = Lifecycle.INIT
-        if processes is None:
-            processes = cpu_count()
-        if processes < 1:
+        if processes is not None and processes < 1:
             raise ValueError("Number of processes must be at least 1")
         if maxtasksperchild is not None and (
             not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
@@ -90,14 +103,24 @@ class Pool:
             raise ValueError("max_memory_per_child must be a positive number of bytes or None")
         self._options = Options(task_timeout, retries, exception_types(retry_on))
         self._ctx = context if context is not None else get_context()
-        self._processes = processes
         self._callbacks = CallbackRunner()
-        # The arguments travel with the worker's start (a fork inherits them), as in the
-        # standard library, so they may hold queues, locks and shared values.
-        init = None if initializer is None else (dumps_callable(initializer), tuple(initargs))
-        self._backend: Backend = ProcessBackend(
-            self._ctx, processes, maxtasksperchild, init, max_memory_per_child
+        # The backend runs the tasks: local worker processes (large buffers of the arguments
+        # travel in the shared-memory segments), or a Dask cluster (docs/dask.md).
+        built = make_backend(
+            backend,
+            address,
+            client,
+            context=context,
+            processes=processes,
+            maxtasksperchild=maxtasksperchild,
+            initializer=None if initializer is None else (initializer, tuple(initargs)),
+            max_memory_per_child=max_memory_per_child,
         )
+        self._backend: Backend = built.backend
+        self._segments: SegmentPool | None = built.segments
+        self._processes = built.size
+        self._dumps_callable = built.dumps_callable
+        self._chunk_seconds = built.chunk_seconds
         self._control = _Control(self._backend)
         self._state = Lifecycle.RUN
 
@@ -134,6 +157,8 @@ class Pool:
             raise ValueError("Pool not running")
 
     # -- submitting work -----------------------------------------------------------------------
+    # (mypy's override checks: the keyword-only options are additions, and the results are
+    # procpool's own classes, which share the standard library's API but not its base classes.)
     # Each method keeps the standard library's signature; the keyword-only ``options`` are
     # procpool's (TaskOptions: timeout, retries, retry_on; MapOptions adds return_exceptions).
 
@@ -147,7 +172,7 @@ class Pool:
         """Call ``func(*args, **kwds)`` in a worker and return its result."""
         return self.apply_async(func, args, kwds, **options).get()
 
-    def apply_async(
+    def apply_async(  # type: ignore[override]
         self,
         func: Callable[..., R],
         args: Iterable[Any] = (),
@@ -182,7 +207,7 @@ class Pool:
         """``list(map(func, iterable))``, computed in the workers, in order."""
         return self._map_async(func, iterable, Mode.MAP, chunksize, None, None, options).get()
 
-    def map_async(
+    def map_async(  # type: ignore[override]
         self,
         func: Callable[[Any], R],
         iterable: Iterable[Any],
@@ -206,7 +231,7 @@ class Pool:
         """Like :meth:`map`, but each item is unpacked as ``func``'s arguments."""
         return self._map_async(func, iterable, Mode.STARMAP, chunksize, None, None, options).get()
 
-    def starmap_async(
+    def starmap_async(  # type: ignore[override]
         self,
         func: Callable[..., R],
         iterable: Iterable[Iterable[Any]],
@@ -220,21 +245,21 @@ class Pool:
             func, iterable, Mode.STARMAP, chunksize, callback, error_callback, options
         )
 
-    def imap(
+    def imap(  # type: ignore[override]
         self,
         func: Callable[[Any], R],
         iterable: Iterable[Any],
-        chunksize: int = 1,
+        chunksize: int | None = None,
         **options: Unpack[MapOptions],
     ) -> IMapIterator[R]:
         """A lazy ``map``: results in order, as they are ready; the input is read as needed."""
         return self._imap(IMapIterator, func, iterable, chunksize, options)
 
-    def imap_unordered(
+    def imap_unordered(  # type: ignore[override]
         self,
         func: Callable[[Any], R],
         iterable: Iterable[Any],
-        chunksize: int = 1,
+        chunksize: int | None = None,
         **options: Unpack[MapOptions],
     ) -> IMapUnorderedIterator[R]:
         """Like :meth:`imap`, but results come in the order they finish."""
@@ -286,15 +311,17 @@ class Pool:
 
     def _prepare(self, options: Options, func: Any) -> Callable[..., PreparedTask]:
         """Pickle ``func`` and the options once for a call; the result makes its tasks."""
-        function = dumps_callable(func)
+        function = self._dumps_callable(func)
         retry_on = dumps(options.retry_on) if options.retry_on else b""
         label = repr(getattr(func, "__qualname__", None) or type(func).__qualname__)
 
         def task(mode: Mode, arguments: Any, sink: Any, index: int) -> PreparedTask:
+            data, segments = dumps_arguments(arguments, self._segments)
+            items = 1 if mode is Mode.APPLY else len(arguments)
             return PreparedTask(
                 mode,
                 function,
-                dumps(arguments),
+                data,
                 sink,
                 index,
                 label,
@@ -302,6 +329,8 @@ class Pool:
                 options.retries,
                 retry_on,
                 options.return_exceptions,
+                segments,
+                items,
             )
 
         return task
@@ -320,31 +349,26 @@ class Pool:
         options: MapOptions,
     ) -> MapResult[R]:
         self._check_running()
+        progress = options.pop("progress", None)
         chosen = self._options.override(options)
         chunksize = chosen.chunksize_allowed(chunksize)
-        items = iterable if hasattr(iterable, "__len__") else list(iterable)
-        if chunksize is None:
-            chunksize = _auto_chunksize(len(items), self._processes)  # type: ignore[arg-type]
-        elif chunksize < 1:
+        if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        chunks = list(_chunked(items, chunksize))
+        items = iterable if hasattr(iterable, "__len__") else list(iterable)
+        length = len(items)  # type: ignore[arg-type]
         result: MapResult[R] = MapResult(
             self._callbacks,
             self._control,
-            [len(chunk) for chunk in chunks],
+            length,
             callback,
             error_callback,
             chosen.return_exceptions,
+            self._window(),
+            Progress.start(progress, length) if progress else None,
         )
-        if not chunks:
-            return result
-        try:
-            prepare = self._prepare(chosen, func)
-            tasks = [prepare(mode, chunk, result, i) for i, chunk in enumerate(chunks)]
-        except Exception as exc:
-            result._fail(0, exc)
-            return result
-        self._backend.submit(tasks)
+        if length:
+            cap = map_chunk_cap(length, self._processes)
+            self._start_feed(result, items, chunksize, cap, chosen, func, mode, first_here=True)
         return result
 
     def _imap(
@@ -352,82 +376,62 @@ class Pool:
         kind: type[_Lazy],
         func: Callable[[Any], Any],
         iterable: Iterable[Any],
-        chunksize: int,
+        chunksize: int | None,
         options: MapOptions,
     ) -> _Lazy:
         self._check_running()
+        progress = options.pop("progress", None)
         chosen = self._options.override(options)
-        if chunksize < 1:
+        if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        chunksize = chosen.chunksize_allowed(chunksize) or 1
-        iterator = kind(self._control, self._window(), chosen.return_exceptions)
-        try:
-            prepare = self._prepare(chosen, func)
-        except Exception as exc:
-            iterator._input_failed(0, exc)
-            iterator._set_length(1)
-            return iterator
-        self._control.add_feed(iterator)
-        threading.Thread(
-            target=self._feed,
-            args=(iterator, iterable, chunksize, prepare),
-            name="procpool-feeder",
-            daemon=True,
-        ).start()
+        chunksize = chosen.chunksize_allowed(chunksize)
+        total = len(iterable) if isinstance(iterable, Sized) else None
+        iterator = kind(
+            self._control,
+            self._window(),
+            chosen.return_exceptions,
+            Progress.start(progress, total) if progress else None,
+        )
+        self._start_feed(
+            iterator, iterable, chunksize, IMAP_MAX_CHUNK, chosen, func, Mode.MAP, first_here=False
+        )
         return iterator
 
-    def _feed(
+    def _start_feed(
         self,
-        iterator: _LazyIterator[Any],
+        sink: Any,
         iterable: Iterable[Any],
-        chunksize: int,
-        prepare: Callable[..., PreparedTask],
+        chunksize: int | None,
+        cap: int,
+        options: Options,
+        func: Any,
+        mode: Mode,
+        first_here: bool,
     ) -> None:
-        """Read the input of one imap in chunks and submit them (on the feeder thread).
-
-        Chunks go to the backend in groups, as many as the iterator's window has room for, so
-        that a fast consumer costs one hand-off per group rather than one per chunk.
-        """
-        chunks = _chunked(iterable, chunksize)
-        index = 0
-        stopped = exhausted = False
-        failure: BaseException | None = None
+        """Feed a map-family call's input to the backend (see ``_feeding``); ``chunksize``
+        None picks chunk sizes from the measured time per item, at most ``cap`` items."""
         try:
-            while not exhausted:
-                room = iterator._reserve()
-                if room == 0:
-                    stopped = True
-                    break
-                tasks = []
-                read = 0
-                try:
-                    for chunk in islice(chunks, room):
-                        read += 1
-                        iterator._note_chunk(index, len(chunk))
-                        try:
-                            task = prepare(Mode.MAP, chunk, iterator, index)
-                        except Exception as exc:
-                            # This chunk would not pickle: it fails alone and the input goes
-                            # on, as in the standard library.
-                            iterator._fail(index, exc)
-                        else:
-                            tasks.append(task)
-                        index += 1
-                    exhausted = read < room
-                except Exception as exc:
-                    # The input itself raised: its exception ends the results.
-                    failure, exhausted = exc, True
-                if read:
-                    iterator._note_submitted(read)
-                if tasks:
-                    self._backend.submit(tasks)
-            if failure is not None:
-                iterator._input_failed(index, failure)
-                index += 1
-        finally:
-            if not stopped:
-                iterator._set_length(index)
-            self._control.feed_ended(iterator)
+            prepare = self._prepare(options, func)
+        except Exception as exc:  # the function itself would not pickle
+            sink._input_failed(0, exc)
+            sink._set_length(1)
+            return
+        size = (
+            fixed_size(chunksize)
+            if chunksize is not None
+            else ChunkSizer(self._backend.item_seconds, cap, self._chunk_seconds)
+        )
+        self._control.add_feed(sink)
+        feeder = Feeder(
+            self._backend,
+            sink,
+            iterable,
+            size,
+            prepare,
+            mode,
+            lambda: self._control.feed_ended(sink),
+        )
+        feeder.start(first_in_caller=first_here)
 
 
 class _Control:
@@ -474,13 +478,30 @@ class _Control:
             return list(self._feeds)
 
 
-def _auto_chunksize(length: int, processes: int) -> int:
-    """The standard library's rule: about four chunks per worker."""
-    chunksize, extra = divmod(length, processes * 4)
-    return chunksize + 1 if extra else max(chunksize, 1)
+def _block_stdlib_machinery(cls: type, base: type) -> None:
+    """Make every method ``base`` defines and ``cls`` does not override raise.
+
+    ``cls`` subclasses ``base`` for ``isinstance`` alone. An inherited method of the standard
+    library's pool (``_handle_workers``, ``_maintain_pool``, ``_terminate_pool``...) would work on
+    state procpool's pool does not have, or start the standard library's threads; any caller
+    reaching one gets a clear ``NotImplementedError`` instead. Done once, at class creation, so
+    that methods a newer Python adds to the base are covered too.
+    """
+    for name, value in vars(base).items():
+        if name in vars(cls) or not isinstance(value, FunctionType | staticmethod | classmethod):
+            continue
+        setattr(cls, name, staticmethod(_blocked(f"{base.__module__}.{base.__qualname__}.{name}")))
 
 
-def _chunked(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    iterator = iter(iterable)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
+def _blocked(qualname: str) -> Callable[..., NoReturn]:
+    def blocked(*_: object, **__: object) -> NoReturn:
+        raise NotImplementedError(
+            f"{qualname} is the standard library's pool machinery, which procpool's pool "
+            "does not use"
+        )
+
+    blocked.__name__ = blocked.__qualname__ = qualname.rpartition(".")[2]
+    return blocked
+
+
+_block_stdlib_machinery(Pool, multiprocessing.pool.Pool)

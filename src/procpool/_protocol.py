@@ -1,20 +1,28 @@
-"""The wire format between the scheduler and one worker, shared by both sides.
+"""The messages between the scheduler and one worker, shared by both sides.
 
-Each worker has its own duplex channel (a ``multiprocessing.connection`` socket pair); every
-message is one ``send_bytes`` frame whose first byte says what it is:
+Each worker has its own channel (a Unix socket pair framed by ``_channel.Channel``); a frame's
+kind says what it is:
 
-    scheduler -> worker   TASKS   b"T" + pickle([WireTask, ...])
-                          STOP    b"S"                      finish the current batch, then exit
-    worker -> scheduler   READY   b"R"                      the initializer has run
-                          INIT    b"I" + encoded exception  the initializer raised
-                          DONE    b"D" + header + payload   one task's outcome; the header
-                                                            also carries the worker's resident
-                                                            memory, when it measured it
+    scheduler -> worker   TASKS     pickle([wire task, ...])    tasks to run, in this order
+                          STOP                                  run what is queued, then exit
+                          RECALL    pickle([task id, ...])      give back these if not started
+                          RELEASE   pickle([segment id, ...])   result segments free for reuse
+                          FORGET    pickle([segment id, ...])   argument segments now closed
+    worker -> scheduler   READY                                 the initializer has run
+                          INIT      encoded exception           the initializer raised
+                          DONE      header + refs + payload     one task's outcome
+                          RECALLED  pickle([task id, ...])      the recalled tasks not started
+                          FORGET    pickle([segment id, ...])   result segments now closed
 
-A batch holds one or more tasks; the worker answers each with its own DONE frame, so results
-stream back while the batch runs. ``function`` and ``arguments`` are pickles of their own, made in
-the caller's thread, so the scheduler thread never runs user pickling code. Large buffers can later
-travel out of band beside a frame without changing this framing.
+A wire task is ``(task id, mode, function, arguments, retry_on, return_exceptions, segments)``;
+``function`` and ``arguments`` are pickles of their own, made in the caller's thread, so the
+scheduler thread never runs user pickling code. ``function`` is empty when it is the same as
+the previous task's sent to that worker (a map's chunks, a loop of apply calls), so a function
+that carries a large value (a ``partial`` over an array, say) travels once, not once a task.
+Large buffers of the arguments or of a result travel in shared-memory segments (``_shm``), named
+by :class:`~procpool._shm.SegmentRef` and their descriptors sent with the frame. Results stream
+back one DONE frame each, as tasks finish, so a worker killed mid-queue has reported everything
+it completed.
 
 This module is imported by workers: it uses the standard library only.
 """
@@ -27,15 +35,24 @@ import traceback
 from enum import IntEnum
 from typing import Any, NamedTuple
 
+from ._shm import SegmentRef
+
 PROTOCOL = 5
 
-TASKS = b"T"
-STOP = b"S"
-READY = b"R"
-INIT_FAILED = b"I"
-DONE = b"D"
+TASKS = ord("T")
+STOP = ord("S")
+RECALL = ord("C")
+RELEASE = ord("L")
+FORGET = ord("F")
+READY = ord("R")
+INIT_FAILED = ord("I")
+DONE = ord("D")
+RECALLED = ord("B")
 
-_DONE_HEADER = struct.Struct("!QBQ")  # task id, status, resident bytes (0: not measured)
+# task id, status, resident bytes (0: not measured), seconds it ran, whether the worker let go
+# of the task's argument segments, number of result segments.
+_DONE_HEADER = struct.Struct("!QBQdBH")
+_REF = struct.Struct("!QQB")
 
 
 class Mode(IntEnum):
@@ -57,6 +74,9 @@ class Status(IntEnum):
     RETRY = 3
 
 
+_STATUSES = tuple(Status)  # by value: cheaper than calling the enum for each report
+
+
 class WireTask(NamedTuple):
     """One unit of work as it travels to a worker."""
 
@@ -66,27 +86,65 @@ class WireTask(NamedTuple):
     arguments: bytes
     retry_on: bytes = b""  # pickled tuple of exception types worth a retry; b"": none
     return_exceptions: bool = False  # MAP/STARMAP: an item that raises yields a RaisedItem
+    segments: tuple[SegmentRef, ...] = ()  # the arguments' out-of-band buffers
+
+
+class Done(NamedTuple):
+    """One task's outcome as a DONE frame carries it."""
+
+    task_id: int
+    status: Status
+    resident: int  # the worker's resident bytes, 0 when not measured this time
+    elapsed: float  # seconds the task ran
+    released: bool  # the worker holds nothing of the task's argument segments any more
+    segments: tuple[SegmentRef, ...]  # the result's out-of-band buffers
+    payload: memoryview
+
+
+def pack_ids(ids: list[int]) -> bytes:
+    """The body of RECALL, RECALLED, RELEASE and FORGET frames."""
+    return pickle.dumps(ids, protocol=PROTOCOL)
+
+
+def unpack_ids(body: memoryview) -> list[int]:
+    ids: list[int] = pickle.loads(body)
+    return ids
 
 
 def pack_tasks(tasks: list[WireTask]) -> bytes:
-    """Frame a batch of tasks for one worker."""
-    return TASKS + pickle.dumps([tuple(t) for t in tasks], protocol=PROTOCOL)
+    """The body of a TASKS frame."""
+    return pickle.dumps([tuple(t) for t in tasks], protocol=PROTOCOL)
 
 
-def unpack_tasks(frame: bytes) -> list[WireTask]:
-    """Read a TASKS frame back into tasks."""
-    return [WireTask(*t) for t in pickle.loads(memoryview(frame)[1:])]
+def unpack_tasks(body: memoryview) -> list[WireTask]:
+    return [WireTask(*t) for t in pickle.loads(body)]
 
 
-def pack_done(task_id: int, status: Status, payload: bytes, resident: int = 0) -> bytes:
-    """Frame one task's outcome."""
-    return DONE + _DONE_HEADER.pack(task_id, status, resident) + payload
+def done_header(
+    task_id: int,
+    status: Status,
+    resident: int = 0,
+    elapsed: float = 0.0,
+    released: bool = True,
+    segments: tuple[SegmentRef, ...] = (),
+) -> bytes:
+    """The start of a DONE frame's body; the payload follows it."""
+    head = _DONE_HEADER.pack(task_id, status, resident, elapsed, released, len(segments))
+    return head + b"".join(_REF.pack(*ref) for ref in segments)
 
 
-def unpack_done(frame: bytes) -> tuple[int, Status, int, memoryview]:
-    """Read a DONE frame; the payload stays a view into the frame until someone decodes it."""
-    task_id, status, resident = _DONE_HEADER.unpack_from(frame, 1)
-    return task_id, Status(status), resident, memoryview(frame)[1 + _DONE_HEADER.size :]
+def unpack_done(body: memoryview) -> Done:
+    """Read a DONE body; the payload stays a view into it until someone decodes it."""
+    task_id, status, resident, elapsed, released, count = _DONE_HEADER.unpack_from(body)
+    offset = _DONE_HEADER.size
+    refs = []
+    for _ in range(count):
+        sid, length, has_fd = _REF.unpack_from(body, offset)
+        refs.append(SegmentRef(sid, length, bool(has_fd)))
+        offset += _REF.size
+    return Done(
+        task_id, _STATUSES[status], resident, elapsed, bool(released), tuple(refs), body[offset:]
+    )
 
 
 class RaisedItem:

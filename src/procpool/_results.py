@@ -8,14 +8,14 @@ user ``__setstate__`` code never runs on the scheduler thread and a large result
 
 from __future__ import annotations
 
-import pickle
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from multiprocessing import TimeoutError
 from typing import Any, Generic, Protocol, TypeVar
 
+from . import _shm
 from ._callbacks import CallbackRunner
 from ._errors import (
     BrokenPoolError,
@@ -25,6 +25,7 @@ from ._errors import (
     attach_remote_traceback,
     attempts_note,
 )
+from ._progress import Progress
 from ._protocol import RaisedItem, Status, decode_exception_parts
 from ._serialize import decode_exception
 
@@ -52,14 +53,19 @@ class Control(Protocol):
 
 
 def _decoder(
-    status: Status, payload: memoryview, attempts: Sequence[str] = (), in_place: bool = False
+    status: Status,
+    payload: memoryview,
+    attempts: Sequence[str] = (),
+    in_place: bool = False,
+    lent: _shm.Lent | None = None,
 ) -> _Decoder:
-    """Unpickles an outcome when called. ``in_place``: a result list may hold RaisedItems."""
+    """Unpickles an outcome when called. ``in_place``: a result list may hold RaisedItems.
+    ``lent``: the result's large buffers, in shared memory."""
 
     def decode() -> tuple[bool, Any]:
         if status is Status.OK:
             try:
-                value = pickle.loads(payload)
+                value = _shm.loads(payload, lent)
             except Exception as exc:
                 undecodable = TaskDecodeError(f"the task's result could not be unpickled: {exc!r}")
                 undecodable.__cause__ = exc
@@ -112,9 +118,14 @@ def _items_failed(decode: _Decoder, size: int) -> _Decoder:
 
 
 def _chunk_outcome(
-    status: Status, payload: memoryview, attempts: Sequence[str], in_place: bool, size: int
+    status: Status,
+    payload: memoryview,
+    attempts: Sequence[str],
+    in_place: bool,
+    size: int,
+    lent: _shm.Lent | None,
 ) -> _Decoder:
-    decode = _decoder(status, payload, attempts, in_place)
+    decode = _decoder(status, payload, attempts, in_place, lent)
     return _items_failed(decode, size) if in_place else decode
 
 
@@ -145,6 +156,7 @@ class ApplyResult(Generic[T]):
         self._outcome: _Decoder | None = None
         self._success = False
         self._value: Any = None
+        self._ready_hooks: list[Callable[[], object]] = []  # called once ready (see _when_ready)
 
     def __repr__(self) -> str:
         state = "ready" if self.ready() else "pending"
@@ -192,12 +204,40 @@ class ApplyResult(Generic[T]):
             return value  # type: ignore[no-any-return]
         raise value
 
+    def __await__(self) -> Generator[Any, None, T]:
+        """``await result`` in a coroutine: the event loop is woken when the result is ready,
+        never blocked. Cancelling the awaiting task cancels the task (see :meth:`cancel`)."""
+        from ._asyncio import result_of
+
+        return result_of(self).__await__()
+
+    def _when_ready(self, hook: Callable[[], object]) -> None:
+        """Call ``hook()`` once the result is ready: now if it is, else from the thread that
+        completes it (so ``hook`` must be quick and must not block)."""
+        with self._lock:
+            if not self._event.is_set():
+                self._ready_hooks.append(hook)
+                return
+        hook()
+
+    def _set_ready(self) -> None:
+        with self._lock:
+            self._event.set()
+            hooks, self._ready_hooks = self._ready_hooks, []
+        for hook in hooks:
+            hook()
+
     # -- the sink side ------------------------------------------------------------------------
 
     def _deliver(
-        self, index: int, status: Status, payload: memoryview, attempts: Sequence[str] = ()
+        self,
+        index: int,
+        status: Status,
+        payload: memoryview,
+        attempts: Sequence[str] = (),
+        lent: _shm.Lent | None = None,
     ) -> None:
-        self._complete(_decoder(status, payload, attempts))
+        self._complete(_decoder(status, payload, attempts, lent=lent))
 
     def _fail(self, index: int, exc: BaseException) -> None:
         self._complete(_failure(exc))
@@ -209,7 +249,7 @@ class ApplyResult(Generic[T]):
             self._completed = True
             self._outcome = outcome
         if self._callback is None and self._error_callback is None:
-            self._event.set()
+            self._set_ready()
         else:
             self._callbacks.post(self._run_callbacks)
 
@@ -236,13 +276,79 @@ class ApplyResult(Generic[T]):
             with self._resolve_lock:
                 self._success, self._value = False, exc
         finally:
-            self._event.set()
+            self._set_ready()
 
 
 AsyncResult = ApplyResult
 
 
-class MapResult(ApplyResult[list[T]]):
+class _Throttle:
+    """How far a feeder may run ahead: at most ``window`` chunks submitted and not yet done
+    (read by an imap's consumer; delivered, for a map). None: no bound. Every method is called
+    with the owner's condition held; a throttled feeder waits on it and wakes once half the
+    window is free, not once per chunk."""
+
+    def __init__(self, cond: threading.Condition, window: int | None) -> None:
+        self._cond = cond
+        self.window = window
+        self.submitted = 0
+        self.done = 0
+        self._waiting = False
+
+    def reserve(self, stopped: Callable[[], bool]) -> int:
+        """Chunks the feeder may submit now (waits while none may); 0 once ``stopped()``."""
+        while not stopped() and self.window is not None and self.in_flight > self.window // 2:
+            self._waiting = True
+            self._cond.wait()
+        self._waiting = False
+        if stopped():
+            return 0
+        return _UNTHROTTLED_GROUP if self.window is None else self.window - self.in_flight
+
+    @property
+    def in_flight(self) -> int:
+        return self.submitted - self.done
+
+    def finished_one(self) -> None:
+        self.done += 1
+        if self._waiting and (self.window is None or self.in_flight <= self.window // 2):
+            self._cond.notify_all()
+
+    def unthrottle(self) -> None:
+        self.window = None
+        self._cond.notify_all()
+
+
+class _FeederSide:
+    """What a feeder (``_feeding.Feeder``) asks of the result object it fills: the window, the
+    chunks' sizes, whether to stop. The owner provides ``_cond``, ``_sizes``, ``_throttle``."""
+
+    _cond: threading.Condition
+    _sizes: dict[int, int]  # chunk index -> items, as the feeder read them
+    _throttle: _Throttle
+
+    def _stopped(self) -> bool:
+        raise NotImplementedError
+
+    def _reserve(self) -> int:
+        """How many chunks the feeder may submit now; 0 once it must stop."""
+        with self._cond:
+            return self._throttle.reserve(self._stopped)
+
+    def _note_chunk(self, index: int, size: int) -> None:
+        with self._cond:
+            self._sizes[index] = size
+
+    def _note_submitted(self, chunks: int) -> None:
+        with self._cond:
+            self._throttle.submitted += chunks
+
+    def _unthrottle(self) -> None:
+        with self._cond:
+            self._throttle.unthrottle()
+
+
+class MapResult(_FeederSide, ApplyResult[list[T]]):
     """The pending result of ``map_async``/``starmap_async``: one list, assembled from chunks.
 
     Like the standard library's, it fails as soon as any chunk fails; the other chunks still run.
@@ -253,23 +359,37 @@ class MapResult(ApplyResult[list[T]]):
         self,
         callbacks: CallbackRunner,
         control: Control,
-        chunk_sizes: Sequence[int],
+        length: int,
         callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
         return_exceptions: bool = False,
+        window: int | None = None,
+        progress: Progress | None = None,
     ) -> None:
+        """``length``: the items; a feeder submits them in chunks, at most ``window`` of them
+        in flight at once. ``progress``: told the items of each chunk as it arrives."""
         super().__init__(callbacks, control, callback, error_callback)
-        self._sizes = chunk_sizes
+        self._progress = progress
         self._in_place = return_exceptions
-        self._chunks: list[_Decoder | None] = [None] * len(chunk_sizes)
-        self._left = len(chunk_sizes)
-        if not chunk_sizes:
+        self._sizes: dict[int, int] = {}  # chunk index -> items, as the feeder read them
+        self._chunks: dict[int, _Decoder] = {}
+        self._count: int | None = None  # chunks in all, once the feeder has finished
+        self._cond = threading.Condition(threading.Lock())
+        self._throttle = _Throttle(self._cond, window)
+        self._failed = False  # a chunk failed the whole map: the feeder stops
+        if not length:
             self._complete(lambda: (True, []))
 
     def _deliver(
-        self, index: int, status: Status, payload: memoryview, attempts: Sequence[str] = ()
+        self,
+        index: int,
+        status: Status,
+        payload: memoryview,
+        attempts: Sequence[str] = (),
+        lent: _shm.Lent | None = None,
     ) -> None:
-        outcome = _chunk_outcome(status, payload, attempts, self._in_place, self._sizes[index])
+        size = self._sizes.get(index, 1)
+        outcome = _chunk_outcome(status, payload, attempts, self._in_place, size, lent)
         if status is Status.OK or self._in_place:
             self._store(index, outcome)
         else:
@@ -277,40 +397,71 @@ class MapResult(ApplyResult[list[T]]):
 
     def _fail(self, index: int, exc: BaseException) -> None:
         if self._in_place and not isinstance(exc, _JOB_ERRORS):
-            self._store(index, _chunk_failure(exc, True, self._sizes[index]))
+            self._store(index, _chunk_failure(exc, True, self._sizes.get(index, 1)))
         else:
             self._fail_fast(_failure(exc))
 
     def _store(self, index: int, outcome: _Decoder) -> None:
-        with self._lock:
+        with self._cond:
             if self._completed:
                 return
             self._chunks[index] = outcome
-            self._left -= 1
-            done = self._left == 0
+            self._throttle.finished_one()
+            done = self._count == len(self._chunks)
+        if self._progress is not None:
+            self._progress.add(self._sizes.get(index, 1))
         if done:
             self._complete(self._assemble)
 
+    def _complete(self, outcome: _Decoder) -> None:
+        if self._progress is not None:
+            self._progress.close()
+        super()._complete(outcome)
+
+    def wait(self, timeout: float | None = None) -> None:
+        super().wait(timeout)
+        if self._progress is not None and self.ready():
+            self._progress.join()  # the last report is out before the caller goes on
+
     def _fail_fast(self, outcome: _Decoder) -> None:
-        with self._lock:
+        with self._cond:
             if self._completed:
                 return  # every chunk had arrived: the result stands
-            self._chunks = []  # the other chunks' results are no longer wanted
+            self._chunks = {}  # the other chunks' results are no longer wanted
+            self._failed = True
+            self._cond.notify_all()  # the feeder stops
         self._complete(outcome)
 
     def _assemble(self) -> tuple[bool, Any]:
         values: list[T] = []
-        for decode in self._chunks:
-            assert decode is not None
-            success, value = decode()
+        for index in range(len(self._chunks)):
+            success, value = self._chunks[index]()
             if not success:
                 return False, value
             values.extend(value)
-        self._chunks = []
+        self._chunks = {}
         return True, values
 
+    # -- the feeder side ----------------------------------------------------------------------
 
-class _LazyIterator(Generic[T]):
+    def _stopped(self) -> bool:
+        return self._failed or self._completed
+
+    def _input_failed(self, index: int, exc: BaseException) -> None:
+        self._fail_fast(_failure(exc))
+
+    def _set_length(self, chunks: int) -> None:
+        with self._cond:
+            self._count = chunks
+            done = not self._completed and chunks == len(self._chunks)
+        if done:
+            self._complete(self._assemble)
+
+    def _stop(self, error: BaseException) -> None:
+        self._fail_fast(_failure(error))
+
+
+class _LazyIterator(_FeederSide, Generic[T]):
     """What the two imap iterators share: chunked arrival, throttled feeding, timeouts.
 
     A feeder thread submits chunks; the consumer pulls items. While the pool runs, the feeder
@@ -319,22 +470,55 @@ class _LazyIterator(Generic[T]):
     waits on a consumer that has stopped reading.
     """
 
-    def __init__(self, control: Control, window: int, return_exceptions: bool = False) -> None:
+    def __init__(
+        self,
+        control: Control,
+        window: int,
+        return_exceptions: bool = False,
+        progress: Progress | None = None,
+    ) -> None:
         self._control = control
+        self._progress = progress
+        self._arrivals = 0  # chunks delivered, failed or standing for a failed input
         self._in_place = return_exceptions
         self._sizes: dict[int, int] = {}  # chunk index -> items, as the feeder read them
         self._cond = threading.Condition(threading.Lock())
         self._consumer_lock = threading.Lock()
         self._items: deque[T] = deque()
-        self._submitted = 0
-        self._consumed = 0
         self._length: int | None = None  # the number of chunks, once the feeder has finished
-        self._window: int | None = window
-        self._feeder_waiting = False
+        self._throttle = _Throttle(self._cond, window)
         self._stop_error: BaseException | None = None
+        self._change_hooks: list[Callable[[], object]] = []  # see _when_changed
 
     def __iter__(self) -> Iterator[T]:
         return self
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        """``async for item in pool.imap(...)``: the event loop is woken as results arrive,
+        never blocked. Cancelling the consuming task cancels the rest of the work."""
+        from ._asyncio import LazyAsyncIterator
+
+        return LazyAsyncIterator(self)
+
+    def cancel(self) -> bool:
+        """Cancel the rest of the work: the input is no longer read, tasks not started are
+        dropped and running ones stopped; the iterator then raises
+        :class:`procpool.TaskCancelledError` past the results that had arrived."""
+        self._stop(TaskCancelledError("the imap was cancelled"))
+        return self._control.cancel(self)
+
+    def _when_changed(self, hook: Callable[[], object]) -> None:
+        """Call ``hook()`` once, at the next arrival (or the end of the input, or a stop),
+        from the thread that brings it: ``hook`` must be quick and must not block."""
+        with self._cond:
+            self._change_hooks.append(hook)
+
+    def _changed(self) -> None:
+        # (Called with self._cond held, by every sink-side change a consumer may wait for.)
+        self._cond.notify_all()
+        hooks, self._change_hooks = self._change_hooks, []
+        for hook in hooks:
+            hook()
 
     def __next__(self) -> T:
         return self.next()
@@ -358,7 +542,12 @@ class _LazyIterator(Generic[T]):
             raise TimeoutError
         try:
             while True:
-                decode = self._next_chunk(deadline)
+                try:
+                    decode = self._next_chunk(deadline)
+                except StopIteration:
+                    if self._progress is not None:
+                        self._progress.join()  # the last report is out before the loop ends
+                    raise
                 if decode is None:
                     return self._items.popleft()
                 success, value = decode()
@@ -372,18 +561,13 @@ class _LazyIterator(Generic[T]):
         """None if an item is ready; else wait for the next chunk and return it, still pickled."""
         with self._cond:
             while not self._items:
-                if self._length is not None and self._consumed >= self._length:
+                if self._length is not None and self._throttle.done >= self._length:
                     raise StopIteration
                 decode = self._take()
                 if decode is not None:
-                    self._consumed += 1
-                    if self._feeder_waiting and (
-                        self._window is None
-                        or self._submitted - self._consumed <= self._window // 2
-                    ):
-                        self._cond.notify_all()  # room for the feeder
+                    self._throttle.finished_one()
                     return decode
-                if self._stop_error is not None and self._consumed >= self._submitted:
+                if self._stop_error is not None and self._throttle.in_flight <= 0:
                     raise self._stop_error
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -401,81 +585,72 @@ class _LazyIterator(Generic[T]):
     # -- the sink side ------------------------------------------------------------------------
 
     def _deliver(
-        self, index: int, status: Status, payload: memoryview, attempts: Sequence[str] = ()
+        self,
+        index: int,
+        status: Status,
+        payload: memoryview,
+        attempts: Sequence[str] = (),
+        lent: _shm.Lent | None = None,
     ) -> None:
         with self._cond:
             size = self._sizes.pop(index, 1)
-            self._arrive(index, _chunk_outcome(status, payload, attempts, self._in_place, size))
-            self._cond.notify_all()
+            outcome = _chunk_outcome(status, payload, attempts, self._in_place, size, lent)
+            self._arrive(index, outcome)
+            self._counted(size)
+            self._changed()
 
     def _fail(self, index: int, exc: BaseException) -> None:
         with self._cond:
-            self._arrive(index, _chunk_failure(exc, self._in_place, self._sizes.pop(index, 1)))
-            self._cond.notify_all()
+            size = self._sizes.pop(index, 1)
+            self._arrive(index, _chunk_failure(exc, self._in_place, size))
+            self._counted(size)
+            self._changed()
 
     def _input_failed(self, index: int, exc: BaseException) -> None:
         """The input itself raised while chunk ``index`` was read: the results end there."""
         with self._cond:
             self._arrive(index, _failure(exc))
-            self._cond.notify_all()
+            self._counted(0)
+            self._changed()
+
+    def _counted(self, items: int) -> None:
+        """A chunk of ``items`` arrived (under self._cond): progress, closed after the last."""
+        self._arrivals += 1
+        if self._progress is not None:
+            self._progress.add(items)
+            if self._arrivals == self._length:
+                self._progress.close()
 
     # -- the feeder side ----------------------------------------------------------------------
 
-    def _reserve(self) -> int:
-        """How many chunks the feeder may submit now; 0 once the iterator is stopped.
-
-        While throttled, blocks until at least half the window is free, so the feeder wakes
-        once per half window rather than once per consumed chunk.
-        """
-        with self._cond:
-            while (
-                self._stop_error is None
-                and self._window is not None
-                and self._submitted - self._consumed > self._window // 2
-            ):
-                self._feeder_waiting = True
-                self._cond.wait()
-            self._feeder_waiting = False
-            if self._stop_error is not None:
-                return 0
-            if self._window is None:
-                return _UNTHROTTLED_GROUP
-            return self._window - (self._submitted - self._consumed)
-
-    def _note_chunk(self, index: int, size: int) -> None:
-        with self._cond:
-            self._sizes[index] = size
-
-    def _note_submitted(self, chunks: int) -> None:
-        with self._cond:
-            self._submitted += chunks
+    def _stopped(self) -> bool:
+        return self._stop_error is not None
 
     def _set_length(self, chunks: int) -> None:
         with self._cond:
             self._length = chunks
-            self._cond.notify_all()
-
-    def _unthrottle(self) -> None:
-        with self._cond:
-            self._window = None
-            self._cond.notify_all()
+            if self._progress is not None and self._arrivals == chunks:
+                self._progress.close()
+            self._changed()
 
     def _stop(self, error: BaseException) -> None:
         """The pool ended: the feeder stops, and the consumer gets ``error`` past what arrived."""
         with self._cond:
             self._stop_error = error
-            self._cond.notify_all()
+            if self._progress is not None:
+                self._progress.close()
+            self._changed()
 
 
 class IMapIterator(_LazyIterator[T]):
     """The iterator ``imap`` returns: results in input order."""
 
-    def __init__(self, control: Control, window: int, return_exceptions: bool = False) -> None:
-        super().__init__(control, window, return_exceptions)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # _LazyIterator's arguments
+        super().__init__(*args, **kwargs)
         self._arrived: dict[int, _Decoder] = {}
 
     def _take(self) -> _Decoder | None:
-        return self._arrived.pop(self._consumed, None)
+        return self._arrived.pop(self._throttle.done, None)
 
     def _arrive(self, index: int, outcome: _Decoder) -> None:
         self._arrived.setdefault(index, outcome)
@@ -484,8 +659,8 @@ class IMapIterator(_LazyIterator[T]):
 class IMapUnorderedIterator(_LazyIterator[T]):
     """The iterator ``imap_unordered`` returns: results in completion order."""
 
-    def __init__(self, control: Control, window: int, return_exceptions: bool = False) -> None:
-        super().__init__(control, window, return_exceptions)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # _LazyIterator's arguments
+        super().__init__(*args, **kwargs)
         self._arrived: deque[_Decoder] = deque()
 
     def _take(self) -> _Decoder | None:

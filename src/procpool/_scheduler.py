@@ -4,19 +4,24 @@
     (Pool facade,    ──post()──▶   inbox + wake pipe                         (one duplex channel
      imap feeders)                 selector.select(timeout=nearest deadline)   and one sentinel
                                      ├─ wake pipe: run the posted calls         each)
-                                     ├─ a channel: READY / INIT / DONE  ◀──────  results
+                                     ├─ a channel readable: READY / INIT /  ◀──  results
+                                     │    DONE / RECALLED / FORGET frames
+                                     ├─ a channel writable: send what is queued
                                      └─ a sentinel: the worker died
-                                   Policy(events) -> actions:  Spawn, Send ──TASKS/STOP──▶
-                                                               Stop, Kill, Fail
+                                   Policy(events) -> actions:  Spawn, Send ──TASKS/STOP/──▶
+                                                               Stop, Kill,    RECALL/RELEASE
+                                                               Fail, Recall
     result objects  ◀──_deliver/_fail──┘
 
 Public methods never touch pool state: they post a call into the inbox and, where they must
 wait, wait on an event the scheduler sets. The scheduler never polls: it blocks on one selector
 over the wake pipe, every worker's channel and every worker's process sentinel, with the
 nearest task deadline as its timeout, so a death is seen the moment it happens. Each worker has
-its own channel, so one that dies mid-write cannot wedge the others. A worker is sent a batch
-when it is idle (waiting to read), or one small batch ahead while it is busy; either way the
-scheduler's write cannot block on a worker that is itself blocked writing results.
+its own channel, and every channel is non-blocking on this side: frames are read as their
+bytes arrive and written as the socket takes them, so a worker sending a gigabyte, or frozen in
+the middle of a frame, never delays the other workers' results, a deadline or a death. Large
+buffers travel in shared memory beside the frames (``_shm``): arguments are copied into segments
+in the caller's thread, results are mapped and unpickled in the thread that reads them.
 """
 
 from __future__ import annotations
@@ -25,17 +30,19 @@ import contextlib
 import os
 import queue
 import selectors
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import count
 from multiprocessing import util
-from multiprocessing.connection import Connection, Pipe
+from multiprocessing.connection import Pipe
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ._backend import PreparedTask, ResultSink
+from ._channel import Channel, Frame
 from ._errors import (
     BrokenPoolError,
     InitializerError,
@@ -54,6 +61,7 @@ from ._policy import (
     Kill,
     Lifecycle,
     Policy,
+    Recall,
     Retry,
     Send,
     Spawn,
@@ -62,30 +70,34 @@ from ._policy import (
 )
 from ._protocol import (
     DONE,
+    FORGET,
     INIT_FAILED,
     READY,
+    RECALL,
+    RECALLED,
+    RELEASE,
     STOP,
+    TASKS,
     Mode,
     Status,
     WireTask,
     decode_exception_parts,
+    pack_ids,
     pack_tasks,
     unpack_done,
+    unpack_ids,
 )
 from ._serialize import decode_exception
+from ._shm import Lent, Segment, SegmentMaps, SegmentPool, SegmentRef
 from ._worker import worker_main
 
 __all__ = ["ProcessBackend"]
 
-# Sending a busy worker its next small batch ahead (the policy's prefetch_bytes) is off: on
-# benchmarks/bench_overhead.py it made no measurable difference (imap of 5,000 tiny tasks: 2.79x
-# the standard library's time with it, 3.03x without, within noise), and a batch sent ahead is
-# bound to its worker while another may fall idle. Speed work can turn it on with a way to take
-# such batches back.
-_PREFETCH_BYTES = 0
-
 # epoll waits at most 2**31 ms: a farther deadline is waited for in steps of a day.
 _LONGEST_WAIT = 86400.0
+
+# Frames that travel on a worker's control channel.
+_CONTROL = frozenset((RECALL, RELEASE, FORGET))
 
 # How long the interpreter's exit waits for a pool it has to terminate.
 _EXIT_GRACE = 10.0
@@ -95,10 +107,18 @@ _EXIT_GRACE = 10.0
 class _WorkerHandle:
     wid: int
     process: BaseProcess
-    conn: Connection
+    channel: Channel  # data: TASKS and STOP out; everything the worker says in
+    control: Channel  # RECALL, RELEASE and FORGET out, read by the worker's control thread
     watched: bool = False
+    control_writing: bool = False  # the selector waits for the control socket to take bytes
+    last_function: bytes = b""  # the function of the last task sent: the next may omit it
+    writing: bool = False  # the selector also waits for the channel to take queued bytes
     exitcode: int | None = None
     resident: int = 0  # bytes of memory it last reported (0: never measured)
+    # The worker's result segments mapped here, and the views of them handed to results, which
+    # the worker may reuse once nothing holds them (appended to by the threads that decode).
+    maps: SegmentMaps = field(default_factory=SegmentMaps)
+    lent: list[Lent] = field(default_factory=list)
 
 
 class _Reply:
@@ -139,23 +159,23 @@ class ProcessBackend:
         initializer: tuple[bytes, tuple[Any, ...]] | None,
         max_memory_per_child: int | None = None,
         name: str = "procpool",
+        segments: SegmentPool | None = None,
     ) -> None:
+        """``segments``: where the facade put the large buffers of the tasks' arguments; the
+        backend gives each back when its task is done and closes the pool at the end."""
         self._ctx = context
+        self._segments = segments or SegmentPool()
         self._init = initializer
         self._forks = context.get_start_method() == "fork"
         self._measure_every_task = max_memory_per_child is not None
-        self._policy = Policy(
-            processes,
-            maxtasksperchild,
-            prefetch_bytes=_PREFETCH_BYTES,
-            max_memory=max_memory_per_child,
-        )
+        self._policy = Policy(processes, maxtasksperchild, max_memory=max_memory_per_child)
         self._attempts: dict[int, list[str]] = {}  # task id -> how its failed attempts ended
         self._workers: dict[int, _WorkerHandle] = {}
         self._procs: list[BaseProcess] = []
         self._tasks: dict[int, PreparedTask] = {}
         self._task_ids = count()
         self._broken: BaseException | None = None
+        self._item_seconds: float | None = None  # moving average of one call's duration
         self._inbox: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]]
         self._inbox = queue.SimpleQueue()
         self._inbox_lock = threading.Lock()
@@ -222,6 +242,9 @@ class ProcessBackend:
     def processes(self) -> list[BaseProcess]:
         return self._procs
 
+    def item_seconds(self) -> float | None:
+        return self._item_seconds
+
     def _post(self, call: Callable[..., None], *args: Any) -> None:
         with self._inbox_lock:
             if not self._inbox_closed:
@@ -260,8 +283,8 @@ class ProcessBackend:
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if timeout is not None:
                     timeout = min(timeout, _LONGEST_WAIT)
-                for key, _ in self._selector.select(timeout):
-                    self._on_event(key.data)
+                for key, events in self._selector.select(timeout):
+                    self._on_event(key.data, events)
                 self._execute(self._policy.expire())
         except BaseException as exc:
             # A bug in procpool itself: fail every task loudly rather than leave anyone waiting.
@@ -269,17 +292,23 @@ class ProcessBackend:
         finally:
             self._shutdown()
 
-    def _on_event(self, data: tuple[str, _WorkerHandle] | None) -> None:
+    def _on_event(self, data: tuple[str, _WorkerHandle] | None, events: int) -> None:
         if data is None:
             self._drain_inbox()
             return
         kind, handle = data
         if handle.wid not in self._workers:
             return  # already dealt with earlier in this round
-        if kind == "channel":
-            self._read(handle)
-        else:
+        if kind == "exit":
             self._reap(handle)
+            return
+        if kind == "control":
+            self._flush_control(handle)
+            return
+        if events & selectors.EVENT_WRITE:
+            self._flush(handle)
+        if events & selectors.EVENT_READ and handle.watched:
+            self._read(handle)
 
     def _drain_inbox(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -299,22 +328,34 @@ class ProcessBackend:
             except queue.Empty:
                 return
 
-    def _read(self, handle: _WorkerHandle) -> None:
+    def _read(self, handle: _WorkerHandle) -> bool:
+        """Handle the frames that have arrived from the worker; False if none had."""
         try:
-            frame = handle.conn.recv_bytes()
+            frames = handle.channel.receive()
         except (EOFError, OSError):
             # The worker closed its channel without dying (user code closed the descriptor,
             # say): it can no longer be reached, so end it; its sentinel then reports the exit.
             self._unwatch_channel(handle)
             self._kill(handle)
-            return
-        kind = frame[:1]
+            return False
+        for frame in frames:
+            if handle.wid not in self._workers:
+                break
+            self._on_frame(handle, frame)
+        return bool(frames)
+
+    def _on_frame(self, handle: _WorkerHandle, frame: Frame) -> None:
+        kind = frame.kind
         if kind == DONE:
             self._on_done(handle, frame)
+        elif kind == RECALLED:
+            self._execute(self._policy.tasks_recalled(handle.wid, unpack_ids(frame.body)))
+        elif kind == FORGET:
+            handle.maps.forget(unpack_ids(frame.body))
         elif kind == READY:
             self._execute(self._policy.worker_ready(handle.wid))
         elif kind == INIT_FAILED:
-            cause = decode_exception(memoryview(frame)[1:])
+            cause = decode_exception(frame.body)
             error = InitializerError(
                 f"the pool's initializer raised {type(cause).__name__}: {cause} "
                 f"(in worker process {handle.process.pid}); the pool cannot run tasks"
@@ -323,14 +364,21 @@ class ProcessBackend:
             self._broken = self._broken or error
             self._execute(self._policy.break_pool())
 
-    def _on_done(self, handle: _WorkerHandle, frame: bytes) -> None:
-        task_id, status, resident, payload = unpack_done(frame)
-        if resident:
-            handle.resident = resident
+    def _on_done(self, handle: _WorkerHandle, frame: Frame) -> None:
+        done = unpack_done(frame.body)
+        lent = handle.maps.views(done.segments, frame.fds) if done.segments else None
+        if lent is not None:
+            handle.lent.append(lent)
+        self._release_results(handle)
+        if done.resident:
+            handle.resident = done.resident
+        task_id, status, payload = done.task_id, done.status, done.payload
         # A report the policy no longer expects (the task timed out and is being retried, say)
         # must not be delivered: the task belongs to its next attempt.
         accepted = self._policy.expects_report(handle.wid, task_id)
-        actions = self._policy.task_done(handle.wid, task_id, status is Status.RETRY, resident)
+        actions = self._policy.task_done(
+            handle.wid, task_id, status is Status.RETRY, done.resident, done.elapsed
+        )
         task = self._tasks.get(task_id) if accepted else None
         if task is not None:
             if any(isinstance(a, Retry) and a.task_id == task_id for a in actions):
@@ -340,15 +388,47 @@ class ProcessBackend:
                 )
             else:
                 del self._tasks[task_id]
+                self._measured(done.elapsed / max(1, task.items))
+                self._give_back(task, done.released)
                 if status is Status.RETRY:  # no retry left: deliver what the task produced
                     status = Status.OK if task.return_exceptions else Status.ERROR
-                task.sink._deliver(task.index, status, payload, self._attempts.pop(task_id, ()))
+                task.sink._deliver(
+                    task.index, status, payload, self._attempts.pop(task_id, ()), lent
+                )
         self._execute(actions)
+
+    def _measured(self, seconds: float) -> None:
+        # Read by callers' threads without a lock: one float assignment is atomic.
+        if self._item_seconds is None:
+            self._item_seconds = seconds
+        else:
+            self._item_seconds += 0.2 * (seconds - self._item_seconds)
+
+    def _release_results(self, handle: _WorkerHandle) -> None:
+        """Tell the worker which of its result segments nothing here refers to any more."""
+        if not handle.lent:
+            return
+        released = [lent for lent in handle.lent if lent.try_release()]
+        if released:
+            handle.lent = [lent for lent in handle.lent if lent.maps]
+            self._queue_frame(
+                handle, RELEASE, pack_ids([s for lent in released for s in lent.sids])
+            )
+
+    def _give_back(self, task: PreparedTask, reusable: bool = False) -> None:
+        """The task is done with its argument segments: reuse them if the worker let go."""
+        if not task.segments:
+            return
+        closed = self._segments.give_back((seg.sid for seg in task.segments), reusable)
+        for segment in closed:
+            for wid in segment.mapped_by:
+                if wid in self._workers:
+                    self._queue_frame(self._workers[wid], FORGET, pack_ids([segment.sid]))
 
     def _reap(self, handle: _WorkerHandle) -> None:
         # Results the worker sent before it died are still in its channel: deliver them first.
-        while handle.watched and handle.wid in self._workers and handle.conn.poll():
-            self._read(handle)
+        while handle.watched and handle.wid in self._workers and self._read(handle):
+            pass
         if handle.wid not in self._workers:
             return
         self._unwatch_channel(handle)
@@ -366,8 +446,17 @@ class ProcessBackend:
             )
         self._execute(actions)
         del self._workers[handle.wid]
-        handle.conn.close()
+        self._close_handle(handle)
         self._procs = [h.process for h in self._workers.values()]
+
+    def _close_handle(self, handle: _WorkerHandle) -> None:
+        if handle.control_writing:
+            self._selector.unregister(handle.control)
+            handle.control_writing = False
+        handle.channel.close()
+        handle.control.close()
+        handle.maps.close()  # mappings still viewed by results live on with those views
+        self._segments.forget_receiver(handle.wid)
 
     # -- carrying out the policy's decisions --------------------------------------------------
 
@@ -378,8 +467,11 @@ class ProcessBackend:
             elif isinstance(action, Spawn):
                 self._respawn(action.wid)
             elif isinstance(action, Stop):
-                with contextlib.suppress(OSError):
-                    self._workers[action.wid].conn.send_bytes(STOP)
+                self._queue_frame(self._workers[action.wid], STOP)
+            elif isinstance(action, Recall):
+                self._queue_frame(
+                    self._workers[action.wid], RECALL, pack_ids(list(action.task_ids))
+                )
             elif isinstance(action, Kill):
                 self._kill(self._workers[action.wid])
             elif isinstance(action, Fail):
@@ -392,27 +484,91 @@ class ProcessBackend:
                 )
 
     def _send(self, action: Send) -> None:
+        handle = self._workers[action.wid]
         batch = []
+        fds: list[int] = []
         for task_id in action.task_ids:
             task = self._tasks[task_id]
+            function = b"" if task.function == handle.last_function else task.function
+            handle.last_function = task.function
             batch.append(
                 WireTask(
                     task_id,
                     task.mode,
-                    task.function,
+                    function,
                     task.arguments,
                     task.retry_on,
                     task.return_exceptions,
+                    self._refs(task.segments, handle.wid, fds),
                 )
             )
-        handle = self._workers[action.wid]
+        self._queue_frame(handle, TASKS, pack_tasks(batch), fds, action.task_ids)
+
+    @staticmethod
+    def _refs(segments: list[Segment], wid: int, fds: list[int]) -> tuple[SegmentRef, ...]:
+        """Name the segments for the worker; a descriptor goes along where it has none yet."""
+        refs = []
+        for segment in segments:
+            has_fd = wid not in segment.mapped_by
+            if has_fd:
+                segment.mapped_by.add(wid)
+                fds.append(segment.fd)
+            refs.append(SegmentRef(segment.sid, segment.length, has_fd))
+        return tuple(refs)
+
+    def _queue_frame(
+        self,
+        handle: _WorkerHandle,
+        kind: int,
+        body: bytes = b"",
+        fds: list[int] | None = None,
+        task_ids: tuple[int, ...] | None = None,
+    ) -> None:
+        """Queue a frame for the worker and send what the socket takes now; the rest goes when
+        the socket is writable again, so a worker that does not read never blocks this thread.
+        ``task_ids``: the tasks the frame carries, queued again should it never be sent."""
+        if not handle.watched:
+            if task_ids:
+                self._execute(self._policy.send_failed(handle.wid, task_ids))
+            return  # the channel is closed: the worker's exit is on its way
+        if kind in _CONTROL:
+            handle.control.queue(kind, [body])
+            self._flush_control(handle)
+            return
+        handle.channel.queue(kind, [body], fds or (), task_ids)
+        self._flush(handle)
+
+    def _flush_control(self, handle: _WorkerHandle) -> None:
+        """Send queued control frames; wait for the socket to be writable if it is full."""
         try:
-            handle.conn.send_bytes(pack_tasks(batch))
+            done = handle.control.flush()
         except OSError:
-            # The worker's end is closed: it is dead or dying and never received this batch.
-            # Queue the batch again instead of failing it as if it had run there.
+            done = True  # the worker is gone: its data channel says so too
+        if done != handle.control_writing:
+            return
+        handle.control_writing = not done
+        if handle.control_writing:
+            self._selector.register(handle.control, selectors.EVENT_WRITE, ("control", handle))
+        else:
+            self._selector.unregister(handle.control)
+
+    def _flush(self, handle: _WorkerHandle) -> None:
+        try:
+            done = handle.channel.flush()
+        except OSError:
+            # The worker's end is closed: it is dead or dying, and never got the frames not
+            # wholly sent: their tasks are queued again, not failed as if they had run there.
+            # Its exit fails the task it was running, if any.
+            self._unwatch_channel(handle)
             self._kill(handle)
-            self._execute(self._policy.send_failed(action.wid, action.task_ids))
+            unsent = tuple(i for ids in handle.channel.unsent() for i in ids)  # type: ignore[attr-defined]
+            if unsent:
+                self._execute(self._policy.send_failed(handle.wid, unsent))
+            return
+        if done == handle.writing:
+            handle.writing = not done
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if handle.writing else 0)
+            self._selector.modify(handle.channel, events, ("channel", handle))
 
     def _respawn(self, wid: int) -> None:
         try:
@@ -427,7 +583,8 @@ class ProcessBackend:
         self._watch(handle)
 
     def _spawn(self, wid: int) -> _WorkerHandle:
-        parent_end, child_end = Pipe(duplex=True)
+        parent_end, child_end = socket.socketpair()
+        control_end, child_control = socket.socketpair()
         try:
             inherited: tuple[int, ...] = ()
             if self._forks:
@@ -436,33 +593,48 @@ class ProcessBackend:
                 inherited = (
                     self._lifeline_w.fileno(),
                     parent_end.fileno(),
-                    *(h.conn.fileno() for h in self._workers.values()),
+                    control_end.fileno(),
+                    *(h.channel.fileno() for h in self._workers.values()),
+                    *(h.control.fileno() for h in self._workers.values()),
                 )
             process = self._ctx.Process(
                 target=worker_main,
-                args=(child_end, self._lifeline_r, inherited, self._init, self._measure_every_task),
+                args=(
+                    child_end,
+                    child_control,
+                    self._lifeline_r,
+                    inherited,
+                    self._init,
+                    self._measure_every_task,
+                ),
                 daemon=True,
             )
             process.name = process.name.replace("Process", "PoolWorker")
+            # A worker's target never returns a value anyone asks for: no result pipe.
+            process._sends_result = False
             process.start()
         except BaseException:
             parent_end.close()
+            control_end.close()
             raise
         finally:
             child_end.close()
-        handle = _WorkerHandle(wid, process, parent_end)
+            child_control.close()
+        handle = _WorkerHandle(
+            wid, process, Channel(parent_end, blocking=False), Channel(control_end, blocking=False)
+        )
         self._workers[wid] = handle
         self._procs = [h.process for h in self._workers.values()]
         return handle
 
     def _watch(self, handle: _WorkerHandle) -> None:
-        self._selector.register(handle.conn, selectors.EVENT_READ, ("channel", handle))
+        self._selector.register(handle.channel, selectors.EVENT_READ, ("channel", handle))
         self._selector.register(handle.process.sentinel, selectors.EVENT_READ, ("exit", handle))
         handle.watched = True
 
     def _unwatch_channel(self, handle: _WorkerHandle) -> None:
         if handle.watched:
-            self._selector.unregister(handle.conn)
+            self._selector.unregister(handle.channel)
             handle.watched = False
 
     @staticmethod
@@ -474,6 +646,7 @@ class ProcessBackend:
         for task_id in action.task_ids:
             task = self._tasks.pop(task_id, None)
             if task is not None:
+                self._give_back(task)
                 error = self._error_for(action, task)
                 earlier = self._attempts.pop(task_id, [])
                 if earlier:
@@ -578,7 +751,7 @@ class ProcessBackend:
             self._kill(handle)
             with contextlib.suppress(Exception):
                 handle.process.join(_EXIT_GRACE)
-            handle.conn.close()
+            self._close_handle(handle)
         self._workers.clear()
         self._procs = []
         self._close_descriptors()
@@ -587,6 +760,7 @@ class ProcessBackend:
         for task in self._tasks.values():
             task.sink._fail(task.index, self._final_error())
         self._tasks.clear()
+        self._segments.close()
         self._exit_hook.cancel()
         self._done.set()
 
@@ -597,8 +771,9 @@ class ProcessBackend:
                 handle.process.terminate()
         for handle in self._workers.values():
             handle.process.join()
-            handle.conn.close()
+            self._close_handle(handle)
         self._workers.clear()
+        self._segments.close()
         self._close_descriptors()
 
     def _close_descriptors(self) -> None:

@@ -22,10 +22,12 @@ from collections import ChainMap
 from pathlib import Path
 from typing import Any, ClassVar
 
+from . import _shm
 from ._errors import TaskDecodeError, attach_remote_traceback
 from ._protocol import PROTOCOL, decode_exception_parts
+from ._shm import Segment, SegmentPool
 
-__all__ = ["decode_exception", "dumps", "dumps_callable", "loads"]
+__all__ = ["decode_exception", "dumps", "dumps_arguments", "dumps_callable", "loads"]
 
 loads = pickle.loads
 
@@ -97,12 +99,20 @@ def _main_script_top_level_names() -> frozenset[str]:
 
 
 def dumps(obj: Any) -> bytes:
-    """Pickle task arguments: plain pickle, or cloudpickle for what plain pickle refuses."""
+    """Pickle a value in band: plain pickle, or cloudpickle for what plain pickle refuses."""
+    return dumps_arguments(obj, None)[0]
+
+
+def dumps_arguments(obj: Any, segments: SegmentPool | None) -> tuple[bytes, list[Segment]]:
+    """Pickle task arguments, their large buffers into ``segments`` (shared memory): plain
+    pickle, or cloudpickle for what plain pickle refuses."""
     try:
-        return pickle.dumps(obj, protocol=PROTOCOL)
+        return _shm.dumps(obj, segments)
     except (pickle.PicklingError, AttributeError, TypeError):
         # Lambdas, closures and local classes inside the arguments: pickle them by value.
-        return dumps_callable(obj)
+        import cloudpickle
+
+        return _shm.dumps(obj, segments, cloudpickle.dumps)
 
 
 def decode_exception(payload: bytes | memoryview) -> BaseException:

@@ -1,11 +1,15 @@
 """``procpool.pool``: the names of ``multiprocessing.pool``, for code that imports from there.
 
 ``MaybeEncodingError`` and ``RemoteTraceback`` are the standard library's own classes, so
-``except multiprocessing.pool.MaybeEncodingError`` clauses catch procpool's errors too.
+``except multiprocessing.pool.MaybeEncodingError`` clauses catch procpool's errors too. Every
+other name of ``multiprocessing.pool`` (``worker``, ``mapstar``, ``ExceptionWithTraceback``...) is
+the standard library's own object.
 """
 
+import multiprocessing.pool as _std
 from multiprocessing.pool import ThreadPool
 
+from ._alias import fallback
 from ._errors import MaybeEncodingError, RemoteTraceback
 from ._policy import Lifecycle
 from ._pool import Pool
@@ -29,3 +33,5 @@ __all__ = [
 RUN = Lifecycle.RUN
 CLOSE = Lifecycle.CLOSE
 TERMINATE = Lifecycle.TERMINATE
+
+__getattr__ = fallback(_std, globals())

@@ -1,0 +1,568 @@
+"""The Dask backend: a Pool's tasks run on a Dask cluster, with the local pool's guarantees.
+
+Each procpool task becomes one Dask task calling :func:`procpool._dask_task.run_task` with the
+function and arguments pickled by the facade (in band: no shared memory across machines). Dask
+is used for placement and transport only; what happens to a task is decided here, as the local
+backend decides it, and every outcome reaches the task's result sink:
+
+* a result or an exception comes back still pickled and is unpickled lazily in the caller's
+  thread, the remote traceback attached as ``__cause__``;
+* a worker lost mid-task fails the tasks that had started on it with :class:`WorkerLostError`
+  (or runs them again when ``retries`` allow), never with ``KilledWorker``. Tasks are submitted
+  with ``retries=0``. Each task announces its start (a Dask event) and the pool watches the
+  scheduler's worker removals: the tasks that had started on the lost worker are taken back
+  from Dask (cancelled) and failed here; those only queued there are left to Dask, which runs
+  them elsewhere. The scheduler of a LocalCluster the pool starts itself allows no failure
+  (``allowed-failures: 0``), so Dask never starts a lost task again; an existing scheduler with
+  Dask's default (3) may start it again elsewhere before the pool's cancellation reaches it
+  (that run's result is discarded), and a task lost within milliseconds of its start, before its
+  announcement left the worker, is run again by Dask as though it never started (docs/dask.md);
+* ``task_timeout`` is enforced on the worker: the call is interrupted at its deadline and the
+  task fails with :class:`TaskTimeoutError` (see ``_dask_task._run_with_deadline`` for what a
+  call blocked in native code does);
+* ``retries`` and ``retry_on`` re-submit the task as a new Dask task, its earlier attempts noted
+  on the final error as locally;
+* the initializer runs once in each Dask worker process through a worker plugin; one that
+  raises fails the pool's tasks with :class:`InitializerError`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from ._backend import PreparedTask, ResultSink
+from ._dask_task import INIT_FAILED, TIMED_OUT, Initializer, run_task, started_topic
+from ._errors import (
+    InitializerError,
+    PoolTerminatedError,
+    ProcpoolError,
+    TaskCancelledError,
+    TaskTimeoutError,
+    WorkerLostError,
+    attempts_note,
+)
+from ._policy import Lifecycle
+from ._protocol import Status, decode_exception_parts
+from ._serialize import decode_exception
+
+__all__ = ["DaskBackend"]
+
+# Scheduler settings of the LocalCluster a pool starts itself: a worker's death fails its task at
+# once instead of Dask running it again, and each worker holds only the tasks it runs.
+_LOCAL_CLUSTER_CONFIG = {
+    "distributed.scheduler.allowed-failures": 0,
+    "distributed.scheduler.worker-saturation": 1.0,
+}
+
+
+@dataclass(eq=False)
+class _Attempt:
+    """One Dask task standing for one attempt at a procpool task."""
+
+    task: PreparedTask
+    earlier: list[str] = field(default_factory=list)  # how earlier attempts ended
+    key: str = ""
+    future: Any = None
+    worker: str | None = None  # the Dask worker it announced its start on
+
+
+class DaskBackend:
+    """Runs a Pool's tasks on a Dask cluster: an existing ``distributed.Client``, a scheduler's
+    address, or a ``LocalCluster`` on 127.0.0.1 that it starts and stops itself."""
+
+    def __init__(
+        self,
+        *,
+        client: Any = None,
+        address: str | None = None,
+        processes: int | None = None,
+        initializer: tuple[bytes, tuple[Any, ...]] | None = None,
+    ) -> None:
+        import dask
+        from distributed import Client, LocalCluster
+
+        self._name = f"procpool-{uuid.uuid4().hex[:12]}"
+        self._owned: list[Any] = []  # what this backend started and closes: client, cluster
+        self._client: Any = None
+        self._plugin = initializer is not None
+        if client is None:
+            if address is None:
+                with dask.config.set(_LOCAL_CLUSTER_CONFIG):
+                    cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                        n_workers=processes,
+                        threads_per_worker=1,
+                        processes=True,
+                        host="127.0.0.1",
+                        dashboard_address=":0",
+                    )
+                self._owned.append(cluster)
+                address = cluster.scheduler_address
+            try:
+                client = Client(address, set_as_default=False)  # type: ignore[no-untyped-call]
+            except BaseException:
+                self._release()
+                raise
+            self._owned.insert(0, client)
+        self._client = client
+        self._lock = threading.RLock()
+        self._attempts: dict[str, _Attempt] = {}  # key -> attempts in flight
+        self._keys = itertools.count()
+        self._state = Lifecycle.RUN
+        self._sources = 0  # lazy producers still feeding
+        self._closed = False  # close() was called: release the cluster once the work is done
+        self._broken: BaseException | None = None
+        self._item_seconds: float | None = None
+        self._done = threading.Event()
+        self._finisher: threading.Thread | None = None
+        # Attempts registered, from any thread to the submitter; futures that ended, from
+        # Dask's callback thread to the collector. None stops either thread.
+        self._to_submit: queue.SimpleQueue[list[_Attempt] | None] = queue.SimpleQueue()
+        self._ended: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for work, role in ((self._submit, "submitter"), (self._collect, "collector")):
+            threading.Thread(target=work, name=f"{self._name}-{role}", daemon=True).start()
+        # At interpreter exit a pool still open is terminated while threads can still start
+        # and Dask's connections still work (a pool collected later could not stop its cluster).
+        atexit.register(self.terminate)
+        try:
+            client.subscribe_topic(started_topic(self._name), self._on_started)
+            _listen_to_cluster(client, self)
+            if initializer is not None:
+                client.register_plugin(Initializer(self._name, *initializer), name=self._name)
+        except BaseException:
+            self._finish()
+            raise
+
+    @property
+    def size(self) -> int:
+        """Threads the cluster runs tasks on now (at least 1): the pool's size."""
+        threads: int = sum(self._client.nthreads().values())
+        return max(1, threads)
+
+    # -- the Backend interface ----------------------------------------------------------------
+
+    def submit(self, tasks: list[PreparedTask]) -> None:
+        self._start([_Attempt(task) for task in tasks])
+
+    def open_source(self) -> None:
+        with self._lock:
+            self._sources += 1
+
+    def close_source(self) -> None:
+        with self._lock:
+            self._sources -= 1
+            self._finish_if_done()
+
+    def cancel(self, sink: ResultSink) -> bool:
+        with self._lock:
+            found = [a for a in self._attempts.values() if a.task.sink is sink]
+            for attempt in found:
+                del self._attempts[attempt.key]
+        self._fail_all(found, lambda task: TaskCancelledError(f"task {task.label} was cancelled"))
+        with self._lock:
+            self._finish_if_done()
+        return bool(found)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._state is Lifecycle.RUN:
+                self._state = Lifecycle.CLOSE
+            self._closed = True
+            self._finish_if_done()
+
+    def terminate(self) -> None:
+        with self._lock:
+            if self._state is not Lifecycle.TERMINATE:
+                self._state = Lifecycle.TERMINATE
+            found = list(self._attempts.values())
+            self._attempts.clear()
+            finisher = self._finisher
+        self._fail_all(found, self._final_error)
+        if finisher is not None:
+            finisher.join()
+        elif not self._done.is_set():
+            self._finish()
+
+    def join(self, timeout: float | None = None) -> bool:
+        if not self._done.wait(timeout):
+            return False
+        finisher = self._finisher
+        if finisher is not None and finisher is not threading.current_thread():
+            finisher.join()
+        return True
+
+    def item_seconds(self) -> float | None:
+        return self._item_seconds
+
+    def repopulate(self) -> None:
+        """Nothing to do: the cluster's deployment decides how many workers it has."""
+
+    def processes(self) -> list[BaseProcess]:
+        return []
+
+    # -- submitting attempts ------------------------------------------------------------------
+
+    def _start(self, attempts: list[_Attempt]) -> None:
+        """Register attempts and queue them for the submitter, or fail them if the pool cannot
+        run them."""
+        with self._lock:
+            refused = self._state is Lifecycle.TERMINATE or self._broken is not None
+            if not refused:
+                for attempt in attempts:
+                    attempt.key = f"{self._name}-{next(self._keys)}"
+                    attempt.worker = None
+                    self._attempts[attempt.key] = attempt
+        if refused:
+            self._fail_all(attempts, self._final_error)
+        else:
+            self._to_submit.put(attempts)
+
+    def _submit(self) -> None:
+        """The submitter thread: hands the registered attempts to Dask, as many in one call as
+        have come since the last (each call costs the scheduler a graph update)."""
+        while self._submit_batch():
+            pass
+
+    def _submit_batch(self) -> bool:
+        """Submit what was registered since the last batch; False once the backend finished."""
+        batches = [self._to_submit.get()]
+        while not self._to_submit.empty():
+            batches.append(self._to_submit.get())
+        attempts: list[_Attempt] = []
+        with self._lock:  # those failed meanwhile (cancelled, terminated) are left out
+            for batch in batches:
+                if batch is None:
+                    return False  # the backend has finished
+                attempts += [a for a in batch if self._attempts.get(a.key) is a]
+        if attempts:
+            try:
+                self._run(attempts)
+            except Exception as exc:  # the client was closed, or lost its scheduler
+                self._could_not_submit(attempts, exc)
+        return True
+
+    def _could_not_submit(self, attempts: list[_Attempt], exc: Exception) -> None:
+        with self._lock:
+            failed = [a for a in attempts if self._attempts.pop(a.key, None) is a]
+        for attempt in failed:
+            error = ProcpoolError(f"Dask did not accept task {attempt.task.label}: {exc!r}")
+            error.__cause__ = exc
+            attempt.task.sink._fail(attempt.task.index, error)
+        with self._lock:
+            self._finish_if_done()
+
+    def _run(self, attempts: list[_Attempt]) -> None:
+        tasks = [a.task for a in attempts]
+        futures = self._client.map(
+            run_task,
+            [self._name] * len(tasks),
+            [t.function for t in tasks],
+            [t.arguments for t in tasks],
+            [int(t.mode) for t in tasks],
+            [t.retry_on for t in tasks],
+            [t.return_exceptions for t in tasks],
+            [t.timeout for t in tasks],
+            key=[a.key for a in attempts],
+            pure=False,
+            retries=0,
+        )
+        stale = []
+        with self._lock:
+            for attempt, future in zip(attempts, futures, strict=True):
+                attempt.future = future
+                if self._attempts.get(attempt.key) is not attempt:
+                    stale.append(future)  # terminated or cancelled meanwhile
+        if stale:
+            self._client.cancel(stale)
+        for future in futures:
+            future.add_done_callback(self._on_done)
+
+    # -- outcomes (on the collector thread, and on the client's event loop) ---------------------
+
+    def _on_done(self, future: Any) -> None:
+        """(On Dask's callback thread.) Hand the finished future to the collector."""
+        self._ended.put(future)
+
+    def _collect(self) -> None:
+        """The collector thread: takes the futures that ended, as many at a time as there are,
+        and fetches the results of those that finished in one round trip to the cluster."""
+        while self._collect_batch():
+            pass
+
+    def _collect_batch(self) -> bool:
+        """Settle the futures that ended since the last batch; False once the backend finished.
+        (A method of its own: no future outlives it, so Dask may release the results.)"""
+        futures = [self._ended.get()]
+        while not self._ended.empty():
+            futures.append(self._ended.get())
+        if None in futures:
+            return False  # the backend has finished
+        ended: list[tuple[_Attempt, Any]] = []
+        with self._lock:
+            for future in futures:
+                # An attempt already gone was failed meanwhile (lost with its worker,
+                # cancelled, terminated): its future's outcome is no longer wanted.
+                attempt = self._attempts.pop(future.key, None)
+                if attempt is not None:
+                    ended.append((attempt, future))
+        finished = [(attempt, f) for attempt, f in ended if f.status == "finished"]
+        try:
+            values = self._client.gather([f for _, f in finished]) if finished else []
+        except Exception:  # one result was lost meanwhile: fetch them one by one
+            values = [None] * len(finished)
+        outcomes = dict(zip((f.key for _, f in finished), values, strict=True))
+        for attempt, future in ended:
+            self._settle(attempt, future, outcomes.get(future.key))
+        with self._lock:
+            self._finish_if_done()
+        return True
+
+    def _settle(self, attempt: _Attempt, future: Any, value: Any) -> None:
+        """Deliver an attempt's outcome (``value``: its result, when already fetched)."""
+        try:
+            if future.status == "finished":
+                status, payload, seconds = future.result() if value is None else value
+                self._measured(seconds / max(1, attempt.task.items))
+                self._finished(attempt, status, memoryview(payload))
+            else:
+                self._unfinished(attempt, future)
+        except Exception as exc:  # the client lost its scheduler while reading the result, say
+            error = ProcpoolError(f"the result of task {attempt.task.label} was lost: {exc!r}")
+            error.__cause__ = exc
+            attempt.task.sink._fail(attempt.task.index, error)
+
+    def _unfinished(self, attempt: _Attempt, future: Any) -> None:
+        from distributed.scheduler import KilledWorker
+
+        task = attempt.task
+        if future.status == "error":
+            exc = future.exception()
+            if not isinstance(exc, KilledWorker):
+                error = ProcpoolError(
+                    f"Dask could not run task {task.label}: {exc!r} (is procpool installed, in "
+                    "the same version, on the Dask workers?)"
+                )
+                error.__cause__ = exc
+                self._fail_all([attempt], lambda _: error)
+            else:  # Dask gave up on it after its worker(s) died
+                self._lost(attempt, exc.last_worker.address if exc.last_worker else None)
+        else:  # cancelled or lost by Dask itself, not by the pool
+            self._retry_or_fail(
+                attempt,
+                f"was dropped by Dask ({future.status}): the connection to its scheduler was "
+                "lost, or the scheduler restarted",
+                WorkerLostError,
+            )
+
+    def _finished(self, attempt: _Attempt, status: int, payload: memoryview) -> None:
+        task = attempt.task
+        where = f"on Dask worker {attempt.worker}" if attempt.worker else "on a Dask worker"
+        if status == INIT_FAILED:
+            self._break(attempt, payload, where)
+        elif status == TIMED_OUT:
+            self._retry_or_fail(
+                attempt,
+                f"ran past its {task.timeout:g} s timeout {where}, where it was interrupted",
+                TaskTimeoutError,
+            )
+        elif status == Status.RETRY and self._may_retry(attempt):
+            summary = (
+                "an exception worth a retry for one of its items"
+                if task.return_exceptions
+                else decode_exception_parts(payload)[2]
+            )
+            attempt.earlier.append(f"raised {summary} {where}")
+            self._start([attempt])
+        else:
+            if status == Status.RETRY:  # no retry left: deliver what the task produced
+                status = Status.OK if task.return_exceptions else Status.ERROR
+            task.sink._deliver(task.index, Status(status), payload, attempt.earlier)
+
+    def _lost(self, attempt: _Attempt, worker: str | None) -> None:
+        self._retry_or_fail(
+            attempt,
+            f"was running on Dask worker {worker or '(unknown)'}, which left the cluster",
+            WorkerLostError,
+        )
+
+    def _may_retry(self, attempt: _Attempt) -> bool:
+        running = self._state in (Lifecycle.RUN, Lifecycle.CLOSE)
+        return running and len(attempt.earlier) < attempt.task.retries
+
+    def _retry_or_fail(
+        self, attempt: _Attempt, what: str, kind: Callable[[str], BaseException]
+    ) -> None:
+        """After a failed attempt: run the task again if its retries allow, or fail it."""
+        if self._may_retry(attempt):
+            attempt.earlier.append(what)
+            self._start([attempt])
+            return
+        error = kind(f"task {attempt.task.label} {what}; the pool goes on")
+        if attempt.earlier:
+            error.add_note(attempts_note(attempt.earlier))
+        attempt.task.sink._fail(attempt.task.index, error)
+
+    def _on_started(self, event: tuple[float, Any]) -> None:
+        key, worker = event[1]
+        with self._lock:
+            attempt = self._attempts.get(key)
+            if attempt is not None:
+                attempt.worker = worker
+
+    def on_cluster_event(self, event: tuple[float, Any]) -> None:
+        """(On the client's event loop.) A worker left: the tasks that had started on it are
+        lost, and are handled on a thread of their own (cancelling and resubmitting are
+        blocking calls, which the event loop must not make)."""
+        message = event[1]
+        if isinstance(message, dict) and message.get("action") == "remove-worker":
+            keys = set(message.get("processing-tasks", ()))
+            threading.Thread(
+                target=self._worker_left,
+                args=(message.get("worker"), keys),
+                name=f"{self._name}-lost",
+                daemon=True,
+            ).start()
+
+    def _worker_left(self, worker: str | None, keys: set[str]) -> None:
+        """Dask would run the tasks that started on the lost worker again (or end them with
+        KilledWorker): they are taken from it, and failed or retried here."""
+        with self._lock:
+            lost = [
+                self._attempts.pop(key)
+                for key in keys
+                if key in self._attempts and self._attempts[key].worker == worker
+            ]
+        if not lost:
+            return
+        self._client.cancel([a.future for a in lost if a.future is not None])
+        for attempt in lost:
+            self._lost(attempt, worker)
+        with self._lock:
+            self._finish_if_done()
+
+    def _measured(self, seconds: float) -> None:
+        if self._item_seconds is None:
+            self._item_seconds = seconds
+        else:
+            self._item_seconds += 0.2 * (seconds - self._item_seconds)
+
+    # -- failures of the whole pool -----------------------------------------------------------
+
+    def _break(self, attempt: _Attempt, payload: memoryview, where: str) -> None:
+        """The initializer raised in a worker: this task, and every other task of the pool,
+        fails with InitializerError."""
+        cause = decode_exception(payload)
+        error = InitializerError(
+            f"the pool's initializer raised {type(cause).__name__}: {cause} ({where}); the pool "
+            "cannot run tasks"
+        )
+        error.__cause__ = cause
+        with self._lock:
+            self._broken = self._broken or error
+            self._state = Lifecycle.BROKEN
+            found = [attempt, *self._attempts.values()]
+            self._attempts.clear()
+        self._fail_all(found, self._final_error)
+
+    def _final_error(self, task: PreparedTask) -> BaseException:
+        """Why the task cannot run any more: the pool broke, or was terminated."""
+        if self._broken is None:
+            return PoolTerminatedError(f"the pool was terminated before task {task.label} finished")
+        # Each failed task gets an exception of its own: one object raised in several places
+        # would tangle their tracebacks.
+        error = type(self._broken)(*self._broken.args)
+        error.__cause__ = self._broken.__cause__
+        return error
+
+    def _fail_all(
+        self, attempts: list[_Attempt], error: Callable[[PreparedTask], BaseException]
+    ) -> None:
+        """Fail these attempts (taken from the record already) with ``error(task)``; cancel
+        their Dask tasks."""
+        futures = [a.future for a in attempts if a.future is not None]
+        if futures:
+            with contextlib.suppress(Exception):
+                self._client.cancel(futures)
+        for attempt in attempts:
+            attempt.task.sink._fail(attempt.task.index, error(attempt.task))
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def _finish_if_done(self) -> None:
+        """(Under the lock.) Closed with nothing left to run: release the cluster on a thread of
+        its own (this may be one of Dask's threads)."""
+        if (
+            not self._closed
+            or self._attempts
+            or self._sources
+            or self._finisher is not None
+            or self._done.is_set()
+        ):
+            return
+        self._finisher = threading.Thread(
+            target=self._finish, name=f"{self._name}-shutdown", daemon=True
+        )
+        self._finisher.start()
+
+    def _finish(self) -> None:
+        atexit.unregister(self.terminate)
+        self._release()
+        self._done.set()
+        self._to_submit.put(None)
+        self._ended.put(None)
+
+    def _release(self) -> None:
+        """Undo what the constructor did: the subscriptions and the plugin on the client, then
+        the client and cluster this backend started."""
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.unsubscribe_topic(started_topic(self._name))
+            with contextlib.suppress(Exception):
+                _stop_listening(client, self)
+            if self._plugin:
+                with contextlib.suppress(Exception):
+                    client.unregister_worker_plugin(self._name)
+        for thing in self._owned:
+            with contextlib.suppress(Exception):
+                thing.close()
+        self._owned = []
+
+
+# A client keeps one handler per event topic: the pools that share a client share its handler
+# for the scheduler's events ("all"), which passes each event to every one of them.
+_listeners: dict[int, list[DaskBackend]] = {}
+_listeners_lock = threading.Lock()
+
+
+def _listen_to_cluster(client: Any, backend: DaskBackend) -> None:
+    with _listeners_lock:
+        backends = _listeners.setdefault(id(client), [])
+        backends.append(backend)
+        if len(backends) == 1:
+            client.subscribe_topic("all", lambda event: _dispatch(backends, event))
+
+
+def _dispatch(backends: list[DaskBackend], event: tuple[float, Any]) -> None:
+    with _listeners_lock:
+        listening = list(backends)
+    for backend in listening:
+        backend.on_cluster_event(event)
+
+
+def _stop_listening(client: Any, backend: DaskBackend) -> None:
+    with _listeners_lock:
+        backends = _listeners.get(id(client), [])
+        if backend in backends:
+            backends.remove(backend)
+        if not backends:
+            _listeners.pop(id(client), None)
+            client.unsubscribe_topic("all")

@@ -1,0 +1,196 @@
+"""Feeding a map-family call's input to the backend: chunk sizes, reading, pickling, windows.
+
+Every map-family call (``map``, ``starmap``, ``imap``, ``imap_unordered`` and their async forms)
+reads its input in chunks and submits them while its result object has room: at most a window
+of chunks in flight, so that neither an endless ``imap`` input nor a huge ``map`` holds all its
+pickled tasks at once. ``map`` submits its first window from the caller's thread and the rest
+from a feeder thread; ``imap`` reads its input on the feeder thread only, as the standard library
+does, since a generator may block.
+
+When the caller gives no ``chunksize``, :class:`ChunkSizer` picks each chunk's size from the
+measured time per item: tiny items travel thousands to a task, items that take milliseconds one
+at a time. Until a measurement comes every chunk holds one item, then chunks grow at most
+twofold each, so the first results come early and an item that kills its worker early on fails
+alone (later, a worker's death fails the chunk it was running: pass ``chunksize=1`` where each
+item must fail alone). A ``map`` chunk never exceeds the standard library's
+size (a quarter of an even share), so the work still spreads over the workers; an ``imap``
+chunk never exceeds ``IMAP_MAX_CHUNK`` items, so its read-ahead stays bounded.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+from typing import Any, Protocol
+
+from ._backend import Backend, PreparedTask
+from ._protocol import Mode
+
+__all__ = ["IMAP_MAX_CHUNK", "ChunkSizer", "Feedable", "Feeder", "fixed_size", "map_chunk_cap"]
+
+# Work a chunk should stand for, once the time per item is known: long enough to make the
+# per-task cost negligible, short enough to spread the work and to deliver results early.
+TARGET_CHUNK_SECONDS = 0.005
+# The largest chunk of an imap: its window is counted in chunks, and this bounds how far
+# ahead of its consumer an imap reads its input (window x this many items).
+IMAP_MAX_CHUNK = 16
+
+
+class Feedable(Protocol):
+    """A result object a feeder fills: it bounds the chunks in flight and learns their sizes."""
+
+    def _reserve(self) -> int:
+        """How many chunks may be submitted now (blocks while none may); 0: stop feeding."""
+
+    def _note_chunk(self, index: int, size: int) -> None: ...
+
+    def _note_submitted(self, chunks: int) -> None: ...
+
+    def _fail(self, index: int, exc: BaseException) -> None: ...
+
+    def _input_failed(self, index: int, exc: BaseException) -> None:
+        """The input raised while chunk ``index`` was read: no result comes after it."""
+
+    def _set_length(self, chunks: int) -> None:
+        """The feeder has submitted every chunk: this many."""
+
+
+def fixed_size(size: int) -> Callable[[], int]:
+    return lambda: size
+
+
+def map_chunk_cap(length: int, workers: int) -> int:
+    """The standard library's chunk size for a map: about four chunks per worker."""
+    return max(1, -(-length // (4 * workers)))
+
+
+class ChunkSizer:
+    """Sizes the next chunk from the measured time per item (``measure``, None if unknown),
+    at most ``cap`` items: one item a chunk until a measurement comes, then growing at most
+    twofold a chunk towards ``target`` seconds of work (a backend whose tasks cost more to
+    dispatch asks for more)."""
+
+    def __init__(
+        self,
+        measure: Callable[[], float | None],
+        cap: int,
+        target: float = TARGET_CHUNK_SECONDS,
+    ) -> None:
+        self._measure = measure
+        self._last = 1
+        self._cap = cap
+        self._target = target
+
+    def __call__(self) -> int:
+        seconds = self._measure()
+        if seconds is None:
+            return 1
+        size = int(self._target / max(seconds, 1e-9))
+        self._last = max(1, min(size, 2 * self._last, self._cap))
+        return self._last
+
+
+def chunks(
+    iterable: Iterable[Any], size: Callable[[], int], keep_partial: bool
+) -> Iterator[list[Any]]:
+    """The input in lists of ``size()`` items. Should the input raise, ``keep_partial`` says
+    whether the items of the chunk being read come out first. The standard library drops them
+    (its results end at the start of that chunk); chunks procpool chose itself keep them, so
+    the results are those of one item per chunk."""
+    iterator = iter(iterable)
+    while True:
+        chunk: list[Any] = []
+        try:
+            chunk.extend(islice(iterator, size()))
+        except Exception:
+            if chunk and keep_partial:
+                yield chunk
+            raise
+        if not chunk:
+            return
+        yield chunk
+
+
+class Feeder:
+    """Reads one call's input in chunks, pickles them and submits them as the sink has room."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        sink: Feedable,
+        iterable: Iterable[Any],
+        size: Callable[[], int],
+        prepare: Callable[[Mode, Any, Any, int], PreparedTask],
+        mode: Mode,
+        on_end: Callable[[], None],
+    ) -> None:
+        """``size``: a :class:`ChunkSizer`, or :func:`fixed_size` for the caller's chunksize."""
+        self._backend = backend
+        self._sink = sink
+        self._chunks = chunks(iterable, size, keep_partial=isinstance(size, ChunkSizer))
+        self._prepare = prepare
+        self._mode = mode
+        self._on_end = on_end
+        self._index = 0
+        self._done = False
+
+    def start(self, first_in_caller: bool) -> None:
+        """Feed, on a thread of its own; ``first_in_caller``: the first window from here."""
+        if first_in_caller:
+            self._round()
+            if self._done:
+                return
+        threading.Thread(target=self.run, name="procpool-feeder", daemon=True).start()
+
+    def run(self) -> None:
+        while not self._done:
+            self._round()
+
+    def _round(self) -> None:
+        """Submit as many chunks as the sink has room for; on the last, end the feed."""
+        try:
+            room = self._sink._reserve()
+            if room == 0:  # stopped: the pool was terminated, or the result has failed
+                self._end(None)
+                return
+            tasks, read, failure = self._read(room)
+            if read:
+                self._sink._note_submitted(read)
+            if tasks:
+                self._backend.submit(tasks)
+            if failure is not None:
+                self._sink._input_failed(self._index, failure)
+                self._index += 1
+                self._end(self._index)
+            elif read < room:
+                self._end(self._index)
+        except BaseException:
+            self._end(self._index)
+            raise
+
+    def _read(self, room: int) -> tuple[list[PreparedTask], int, BaseException | None]:
+        tasks = []
+        read = 0
+        try:
+            for chunk in islice(self._chunks, room):
+                read += 1
+                self._sink._note_chunk(self._index, len(chunk))
+                try:
+                    tasks.append(self._prepare(self._mode, chunk, self._sink, self._index))
+                except Exception as exc:
+                    # This chunk would not pickle: it fails alone and the input goes on, as
+                    # in the standard library.
+                    self._sink._fail(self._index, exc)
+                self._index += 1
+        except Exception as exc:
+            return tasks, read, exc  # the input itself raised: its exception ends the results
+        return tasks, read, None
+
+    def _end(self, chunks_fed: int | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        if chunks_fed is not None:
+            self._sink._set_length(chunks_fed)
+        self._on_end()

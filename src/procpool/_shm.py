@@ -1,0 +1,344 @@
+"""Large buffers in shared memory: pickle protocol 5's out-of-band buffers, without copies.
+
+When a task's arguments or result hold a large buffer, pickle hands it to us instead of copying
+it into the pickle; we copy it once into a shared-memory segment and send the segment's
+descriptor beside the frame. The receiver maps the segment and unpickles straight from it: a
+numpy array it gets lives in the shared pages (so does a memoryview; bytes and bytearrays are
+copied out once, being immutable or owning their memory). Objects that pickle their data as
+protocol 5 buffers (numpy arrays and the like) travel this way wherever they are; bytes,
+bytearrays and memoryviews do where procpool can see them without walking the whole value: as
+the value itself, or an element of a small tuple, list or dict at most two levels down (a task's
+arguments, a map's items, a result).
+
+Segments are anonymous (``memfd_create``): they have no name in ``/dev/shm`` and the kernel frees
+them when the last descriptor and mapping are gone, so a process killed at any moment of a
+transfer leaks nothing and no resource tracker is involved.
+
+Segments are reused, because writing into fresh pages costs a page fault per 4 KiB, several
+times the copy itself. Each side keeps the segments it sent; the receiver keeps its mapping of
+each and says when nothing of its side refers to one any more (no object holds a buffer from it),
+and the sender then writes the next buffer into the same, already mapped pages. A segment the
+receiver cannot let go of (the user kept the array) is never written again.
+
+This module is imported by workers: it uses the standard library only.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+__all__ = [
+    "OOB_THRESHOLD",
+    "Lent",
+    "Segment",
+    "SegmentMaps",
+    "SegmentPool",
+    "SegmentRef",
+    "dumps",
+    "loads",
+]
+
+# Buffers at least this large travel out of band; smaller ones are cheaper copied in the pickle.
+OOB_THRESHOLD = 128 * 1024 if hasattr(os, "memfd_create") else sys.maxsize
+# Segment sizes are rounded up to this, so that a segment fits the next buffer of about the same
+# size.
+_GRANULE = 1 << 20
+# Free segments a sender keeps for reuse, in bytes; beyond it a returned segment is closed.
+_KEEP_FREE = 1 << 30
+# A free segment is reused for a buffer of at least this fraction of its size.
+_MIN_FILL = 0.5
+_PROTOCOL = 5
+
+
+class SegmentRef(NamedTuple):
+    """How a segment is named on the wire: its sender's id for it and the bytes used."""
+
+    sid: int
+    length: int
+    has_fd: bool  # its descriptor travels with this frame (the receiver has not mapped it)
+
+
+class Segment:
+    """A shared-memory segment the sender owns: its descriptor and its writable mapping."""
+
+    __slots__ = ("capacity", "fd", "length", "mapped_by", "mm", "sid")
+
+    def __init__(self, sid: int, capacity: int) -> None:
+        self.sid = sid
+        self.capacity = capacity
+        self.length = 0
+        self.fd = os.memfd_create(f"procpool-{sid}", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, capacity)
+            # MAP_POPULATE: the kernel allocates every page at once instead of one fault each.
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            self.mm = mmap.mmap(self.fd, capacity, flags=flags)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.mapped_by: set[int] = set()  # receivers (worker ids) that keep a mapping of it
+
+    def write(self, buffer: memoryview) -> None:
+        self.length = buffer.nbytes
+        self.mm[: self.length] = buffer
+
+    def close(self) -> None:
+        self.mm.close()
+        os.close(self.fd)
+
+
+class SegmentPool:
+    """The segments one process sends: allocated, lent to a receiver, given back, reused.
+
+    Thread-safe: the parent allocates in callers' threads and frees on the scheduler thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0
+        self._free: list[Segment] = []
+        self._free_bytes = 0
+        self._lent: dict[int, Segment] = {}
+
+    def take(self, buffer: memoryview) -> Segment:
+        """A segment holding a copy of ``buffer``, lent until :meth:`give_back`."""
+        size = buffer.nbytes
+        segment = self._reuse(size)
+        if segment is None:
+            with self._lock:
+                sid = self._next
+                self._next += 1
+            segment = Segment(sid, max(_GRANULE, -(-size // _GRANULE) * _GRANULE))
+        segment.write(buffer)
+        with self._lock:
+            self._lent[segment.sid] = segment
+        return segment
+
+    def _reuse(self, size: int) -> Segment | None:
+        with self._lock:
+            fits = [s for s in self._free if size <= s.capacity and size >= s.capacity * _MIN_FILL]
+            if not fits:
+                return None
+            segment = min(fits, key=lambda s: s.capacity)
+            self._free.remove(segment)
+            self._free_bytes -= segment.capacity
+            return segment
+
+    def lent(self, sid: int) -> Segment | None:
+        with self._lock:
+            return self._lent.get(sid)
+
+    def give_back(self, sids: Iterable[int], reusable: bool) -> list[Segment]:
+        """The receiver is done with these segments. ``reusable``: it dropped every reference
+        to them (else they are closed). Returns the segments closed, whose receivers' mappings
+        are stale."""
+        closed: list[Segment] = []
+        with self._lock:
+            for sid in sids:
+                segment = self._lent.pop(sid, None)
+                if segment is None:
+                    continue
+                if reusable and self._free_bytes + segment.capacity <= _KEEP_FREE:
+                    self._free.append(segment)
+                    self._free_bytes += segment.capacity
+                else:
+                    closed.append(segment)
+        for segment in closed:
+            segment.close()
+        return closed
+
+    def trim_lent(self, keep: int) -> list[Segment]:
+        """Close the oldest lent segments beyond ``keep``: their receiver holds them for good,
+        it seems, and each costs this process a descriptor. Returns the segments closed."""
+        with self._lock:
+            excess = len(self._lent) - keep
+            closed = [self._lent.pop(sid) for sid in list(self._lent)[: max(0, excess)]]
+        for segment in closed:
+            segment.close()
+        return closed
+
+    def forget_receiver(self, receiver: int) -> None:
+        """A receiver died: its mappings are gone."""
+        with self._lock:
+            for segment in [*self._free, *self._lent.values()]:
+                segment.mapped_by.discard(receiver)
+
+    def close(self) -> None:
+        with self._lock:
+            segments = [*self._free, *self._lent.values()]
+            self._free.clear()
+            self._lent.clear()
+            self._free_bytes = 0
+        for segment in segments:
+            segment.close()
+
+
+# Containers longer than this are not searched for bytes-like values to send out of band: their
+# elements are small, as a rule, and the search would cost more than it saves.
+_SEARCH_LIMIT = 64
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+class _OutOfBand:
+    """Stands in for a large bytes-like value, so that pickle hands its buffer to us."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes | bytearray | memoryview) -> None:
+        self.value = value
+
+    def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
+        value = self.value
+        layout = (value.format, value.shape) if isinstance(value, memoryview) else None
+        return (_rebuild, (type(value).__name__, pickle.PickleBuffer(value), layout))
+
+
+def _rebuild(kind: str, buffer: Any, layout: tuple[str, tuple[int, ...]] | None = None) -> Any:
+    """The receiving side of :class:`_OutOfBand`: the value again, of its type (a memoryview
+    with its format and shape)."""
+    if kind == "bytes":
+        return bytes(buffer)
+    if kind == "bytearray":
+        return bytearray(buffer)
+    view = memoryview(buffer).cast("B")
+    return view.cast(*layout) if layout is not None else view  # type: ignore[call-overload]
+
+
+def _outline(obj: Any, depth: int = 2) -> Any:
+    """``obj`` with its large bytes-like values (at most ``depth`` levels down in small tuples,
+    lists and dicts) wrapped to travel out of band; ``obj`` itself when there are none."""
+    kind = type(obj)
+    if kind in _BYTES_LIKE:
+        view = memoryview(obj)
+        # C order only: a memoryview is rebuilt by casting flat bytes to its shape.
+        return _OutOfBand(obj) if view.nbytes >= OOB_THRESHOLD and view.c_contiguous else obj
+    if not depth or kind not in (tuple, list, dict) or len(obj) > _SEARCH_LIMIT:
+        return obj
+    if kind is dict:
+        values = {key: _outline(value, depth - 1) for key, value in obj.items()}
+        changed = any(values[key] is not value for key, value in obj.items())
+        return values if changed else obj
+    items = [_outline(item, depth - 1) for item in obj]
+    changed = any(new is not old for new, old in zip(items, obj, strict=True))
+    return kind(items) if changed else obj
+
+
+def dumps(
+    obj: Any,
+    pool: SegmentPool | None,
+    pickler: Callable[..., bytes] = pickle.dumps,
+) -> tuple[bytes, list[Segment]]:
+    """Pickle ``obj`` with its large buffers in segments of ``pool`` (in band if None)."""
+    if pool is None or not hasattr(os, "memfd_create"):
+        return pickler(obj, protocol=_PROTOCOL), []
+    obj = _outline(obj)
+    segments: list[Segment] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buffer.raw()
+        except BufferError:
+            return True  # not contiguous: pickle copies it in band
+        if raw.nbytes < OOB_THRESHOLD:
+            return True
+        segments.append(pool.take(raw))
+        return False
+
+    try:
+        data = pickler(obj, protocol=_PROTOCOL, buffer_callback=out_of_band)
+    except BaseException:
+        pool.give_back((s.sid for s in segments), reusable=True)
+        raise
+    return data, segments
+
+
+class Lent:
+    """Views of received segments handed to unpickling, watched until nothing refers to them.
+
+    Each transfer maps its segments afresh, so that "nothing refers to them" can be told for
+    sure: a mapping refuses to close while any view of its memory lives, however it was made
+    (``memoryview(view)``, a numpy array's base, a slice of either).
+    """
+
+    __slots__ = ("decoded", "maps", "sids", "views")
+
+    def __init__(self, sids: list[int], maps: list[mmap.mmap]) -> None:
+        self.sids = sids
+        self.maps = maps
+        self.views = [memoryview(mm) for mm in maps]
+        self.decoded = False  # unpickled from: until then, nothing refers to the views yet
+
+    def try_release(self) -> bool:
+        """Unmap the segments if nothing refers to their memory any more; True once done."""
+        if not self.decoded:
+            return False
+        try:
+            for view in self.views:
+                view.release()  # refused while an object holds a buffer exported from it
+        except BufferError:
+            return False
+        self.views = []
+        try:
+            for mm in self.maps:
+                mm.close()  # refused while any view made from its memory lives
+        except BufferError:
+            return False
+        self.maps = []
+        return True
+
+
+class SegmentMaps:
+    """The receiving side: a descriptor of each segment a sender lent, kept for its reuses.
+
+    Thread-safe: the parent maps results in consumers' threads and checks releases on the
+    scheduler thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fds: dict[int, int] = {}
+
+    def views(self, refs: Iterable[SegmentRef], fds: list[int]) -> Lent:
+        """Map the segments (``fds`` for those sent with a descriptor) for one transfer."""
+        fds = list(fds)
+        sids: list[int] = []
+        maps: list[mmap.mmap] = []
+        with self._lock:
+            for ref in refs:
+                if ref.has_fd:
+                    stale = self._fds.pop(ref.sid, None)
+                    if stale is not None:
+                        os.close(stale)
+                    self._fds[ref.sid] = fds.pop(0)
+                flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+                maps.append(mmap.mmap(self._fds[ref.sid], ref.length, flags=flags))
+                sids.append(ref.sid)
+        return Lent(sids, maps)
+
+    def forget(self, sids: Iterable[int]) -> None:
+        """The sender closed these segments, or a view of them was kept: drop them here (a
+        mapping still viewed lives on with its views)."""
+        with self._lock:
+            for sid in sids:
+                fd = self._fds.pop(sid, None)
+                if fd is not None:
+                    os.close(fd)
+
+    def close(self) -> None:
+        self.forget(list(self._fds))
+
+
+def loads(data: bytes | memoryview, lent: Lent | None) -> Any:
+    """Unpickle what :func:`dumps` made, its buffers read from the received segments."""
+    if lent is None:
+        return pickle.loads(data)
+    try:
+        return pickle.loads(data, buffers=list(lent.views))
+    finally:
+        lent.decoded = True

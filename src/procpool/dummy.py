@@ -1,0 +1,13 @@
+"""``procpool.dummy``: the standard library's ``multiprocessing.dummy`` itself.
+
+See ``procpool._alias`` for how and why.
+"""
+
+from typing import TYPE_CHECKING
+
+from ._alias import alias
+
+if TYPE_CHECKING:
+    from multiprocessing.dummy import *  # noqa: F403  (what type checkers see)
+
+alias(__name__, "multiprocessing.dummy")

@@ -1,0 +1,13 @@
+"""``procpool.synchronize``: the standard library's ``multiprocessing.synchronize`` itself.
+
+See ``procpool._alias`` for how and why.
+"""
+
+from typing import TYPE_CHECKING
+
+from ._alias import alias
+
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import *  # noqa: F403  (what type checkers see)
+
+alias(__name__, "multiprocessing.synchronize")

@@ -1,0 +1,122 @@
+"""The Pool facade against a fake backend: no process, no cluster.
+
+``_backends.make_backend`` is the one place the facade gets its backend from; replacing it with
+an inline backend (each task run at once, in the submitting thread, by ``_inband.run_inband``)
+shows what the facade itself does with the ``Backend`` interface: pickling, chunking, feeding,
+result order, exceptions, callbacks, the lifecycle.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import pytest
+
+import procpool
+from procpool import _pool
+from procpool._backend import PreparedTask, ResultSink
+from procpool._backends import Built
+from procpool._inband import run_inband
+from procpool._protocol import Status, WireTask
+from procpool._serialize import dumps_callable
+
+
+class InlineBackend:
+    """Runs each task as it is submitted; records what the facade asked of it."""
+
+    def __init__(self) -> None:
+        self.tasks: list[PreparedTask] = []
+        self.sources = 0
+        self.closed = False
+        self.terminated = False
+        self.done = threading.Event()
+
+    def submit(self, tasks: list[PreparedTask]) -> None:
+        for task in tasks:
+            self.tasks.append(task)
+            assert not task.segments, "no shared memory was asked for"
+            status, payload = run_inband(
+                WireTask(
+                    0,
+                    task.mode,
+                    task.function,
+                    task.arguments,
+                    task.retry_on,
+                    task.return_exceptions,
+                )
+            )
+            task.sink._deliver(task.index, Status(status), memoryview(payload))
+
+    def open_source(self) -> None:
+        self.sources += 1
+
+    def close_source(self) -> None:
+        self.sources -= 1
+
+    def cancel(self, sink: ResultSink) -> bool:
+        return False  # every task finished as it was submitted
+
+    def close(self) -> None:
+        self.closed = True
+        self.done.set()
+
+    def terminate(self) -> None:
+        self.terminated = True
+        self.done.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)
+
+    def item_seconds(self) -> float | None:
+        return 1e-6
+
+    def repopulate(self) -> None:
+        pass
+
+    def processes(self) -> list[BaseProcess]:
+        return []
+
+
+@pytest.fixture
+def backend(monkeypatch: pytest.MonkeyPatch) -> InlineBackend:
+    fake = InlineBackend()
+
+    def make(*args: Any, **kwargs: Any) -> Built:
+        return Built(fake, None, 3, dumps_callable)
+
+    monkeypatch.setattr(_pool, "make_backend", make)
+    return fake
+
+
+def test_the_facade_runs_every_method_on_any_backend(backend: InlineBackend) -> None:
+    with procpool.Pool(backend="inline-fake") as pool:
+        assert pool._processes == 3
+        assert pool.apply(divmod, (7, 2)) == (3, 1)
+        assert pool.map(abs, range(-50, 0)) == list(range(50, 0, -1))
+        assert pool.starmap(pow, [(2, 3)]) == [8]
+        assert list(pool.imap(abs, [-1, -2, -3])) == [1, 2, 3]
+        assert sorted(pool.imap_unordered(abs, [-1, -2])) == [1, 2]
+        got: list[Any] = []
+        pool.apply_async(abs, (-5,), callback=got.append).wait()
+        with pytest.raises(ZeroDivisionError):
+            pool.apply(divmod, (1, 0))
+        assert pool._pool == []
+    assert backend.closed
+    assert not backend.terminated
+    assert backend.sources == 0  # every imap feed was closed
+    assert got == [5]
+
+
+def test_automatic_chunks_follow_the_backends_measure(backend: InlineBackend) -> None:
+    with procpool.Pool(backend="inline-fake") as pool:
+        assert pool.map(abs, range(1000)) == list(range(1000))
+    # 1 us per item, measured from the start: chunks double from two items up to the map's cap
+    # (a quarter of an even share among the backend's 3 workers: 84 items).
+    sizes = [task.items for task in backend.tasks]
+    assert sum(sizes) == 1000
+    assert sizes[0] == 2
+    assert max(sizes) == 84
+    assert all(b <= 2 * a for a, b in itertools.pairwise(sizes))
