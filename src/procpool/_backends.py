@@ -11,8 +11,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ._backend import Backend
+from ._context import get_context
+from ._cpu import cpu_count
 from ._feeding import TARGET_CHUNK_SECONDS
 from ._protocol import PROTOCOL
+
+# The local backend is the default: loaded with the facade, not in the first Pool() call.
+from ._scheduler import ProcessBackend
 from ._serialize import dumps_callable
 from ._shm import SegmentPool
 
@@ -86,10 +91,6 @@ def make_backend(
 
 
 def _process_backend(settings: Settings) -> Built:
-    from ._context import get_context
-    from ._cpu import cpu_count
-    from ._scheduler import ProcessBackend
-
     size = cpu_count() if settings.processes is None else settings.processes
     # The arguments travel with the worker's start (a fork inherits them), as in the standard
     # library, so they may hold queues, locks and shared values.

@@ -23,6 +23,7 @@ import threading
 import time
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from types import FunctionType
 from typing import Any
 
 from ._protocol import PROTOCOL, encode_exception, encoding_error
@@ -158,11 +159,18 @@ class Process(BaseProcess):
     def __getstate__(self) -> dict[str, Any]:
         # Imported here: only the parent pickles a process, and a worker process, which
         # unpickles one, must not import the serialisation (and error) machinery for it.
-        from ._serialize import dumps_for_child
+        from ._serialize import dumps_for_child, importable_in_worker
 
         state = {k: v for k, v in self.__dict__.items() if k not in _PARENT_ONLY}
         target = state.get("_target")
-        if target is not None:
+        # A plain function the child can import goes by reference (a pool's worker loop, say):
+        # cloudpickle is for lambdas, closures and functions of a REPL.
+        by_name = (
+            isinstance(target, FunctionType)
+            and "<" not in target.__qualname__
+            and importable_in_worker(target)
+        )
+        if target is not None and not by_name:
             state["_target"] = _ByValue(dumps_for_child(target))
         # A child started by spawn or forkserver begins with procpool's defaults: pass on the
         # start method chosen here, as the standard library passes on its own.

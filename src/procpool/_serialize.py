@@ -34,7 +34,7 @@ loads = pickle.loads
 
 def dumps_callable(func: Any) -> bytes:
     """Pickle a function so that any worker can call it, whatever the start method."""
-    if _importable_in_worker(func):
+    if importable_in_worker(func):
         try:
             return pickle.dumps(func, protocol=PROTOCOL)
         except Exception:
@@ -72,7 +72,8 @@ def _child_pickler() -> type[pickle.Pickler]:
     return ChildPickler
 
 
-def _importable_in_worker(func: Any) -> bool:
+def importable_in_worker(func: Any) -> bool:
+    """Whether a worker resolves ``func`` by name (so it may travel by reference)."""
     module = getattr(func, "__module__", None)
     if module == "__main__":
         return getattr(func, "__qualname__", None) in _main_script_top_level_names()
