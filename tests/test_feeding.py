@@ -77,3 +77,15 @@ def test_chosen_chunks_keep_the_items_read_before_the_input_raised() -> None:
     assert [next(produced), next(produced), next(produced)] == [[0, 1, 2], [3, 4, 5], [6]]
     with pytest.raises(KeyError):
         next(produced)
+
+
+def test_chunks_shrink_as_a_known_input_runs_out() -> None:
+    """The last chunks are small: no worker ends with a long chunk while the others idle."""
+    sizer = ChunkSizer(lambda: 1e-12, cap=10_000, length=1000, workers=2)
+    sizes = []
+    while sum(sizes) < 1000:
+        sizes.append(sizer())
+    assert max(sizes) <= 1000 // 16
+    assert sizes[-4:] == [1, 1, 1, 1]
+    peak = sizes.index(max(sizes))
+    assert sizes[peak:] == sorted(sizes[peak:], reverse=True)  # only shrinking after the peak

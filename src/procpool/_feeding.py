@@ -69,26 +69,37 @@ class ChunkSizer:
     """Sizes the next chunk from the measured time per item (``measure``, None if unknown),
     at most ``cap`` items: one item a chunk until a measurement comes, then growing at most
     twofold a chunk towards ``target`` seconds of work (a backend whose tasks cost more to
-    dispatch asks for more)."""
+    dispatch asks for more). With a known ``length``, chunks also shrink as the input runs
+    out (at most an eighth of the items left per worker, ``workers`` of them), so the last
+    chunks are small and no worker is left with a long one while the others have finished."""
 
     def __init__(
         self,
         measure: Callable[[], float | None],
         cap: int,
         target: float = TARGET_CHUNK_SECONDS,
+        length: int | None = None,
+        workers: int = 1,
     ) -> None:
         self._measure = measure
         self._last = 1
         self._cap = cap
         self._target = target
+        self._left = length
+        self._workers = workers
 
     def __call__(self) -> int:
         seconds = self._measure()
-        if seconds is None:
-            return 1
-        size = int(self._target / max(seconds, 1e-9))
-        self._last = max(1, min(size, 2 * self._last, self._cap))
-        return self._last
+        size = 1
+        if seconds is not None:
+            size = int(self._target / max(seconds, 1e-9))
+            size = max(1, min(size, 2 * self._last, self._cap))
+            if self._left is not None:
+                size = max(1, min(size, self._left // (8 * self._workers)))
+            self._last = size
+        if self._left is not None:
+            self._left -= size
+        return size
 
 
 def chunks(

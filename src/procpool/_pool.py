@@ -419,7 +419,13 @@ class Pool(multiprocessing.pool.Pool):
         size = (
             fixed_size(chunksize)
             if chunksize is not None
-            else ChunkSizer(self._backend.item_seconds, cap, self._chunk_seconds)
+            else ChunkSizer(
+                self._backend.item_seconds,
+                cap,
+                self._chunk_seconds,
+                len(iterable) if isinstance(iterable, Sized) else None,
+                self._processes,
+            )
         )
         self._control.add_feed(sink)
         feeder = Feeder(
