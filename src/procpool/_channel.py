@@ -23,7 +23,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import NamedTuple
 
-__all__ = ["Channel", "Frame"]
+__all__ = ["Channel", "Frame", "Tag"]
+
+# What a frame is tagged with: the ids of the tasks it carries (None: no tasks).
+Tag = tuple[int, ...] | None
 
 _HEADER = struct.Struct("!QBH")  # body length, kind, descriptors sent with the frame
 
@@ -64,7 +67,7 @@ class Channel:
         self._large: tuple[int, int, bytearray, int] | None = None
         # Writing: pieces not yet sent, each with the descriptors to send with its first byte and,
         # on a frame's last piece, the frame's tag.
-        self._out: deque[tuple[memoryview, list[int], object]] = deque()
+        self._out: deque[tuple[memoryview, list[int], Tag]] = deque()
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -86,7 +89,7 @@ class Channel:
         kind: int,
         parts: Sequence[bytes | memoryview] = (),
         fds: Sequence[int] = (),
-        tag: object = None,
+        tag: Tag = None,
     ) -> None:
         """Add a frame whose body is ``parts`` (joined) to the outgoing queue. The descriptors
         are duplicated here, so the caller keeps its own; the copies are closed once sent.
@@ -106,7 +109,7 @@ class Channel:
         for i, piece in enumerate(pieces):
             self._out.append((piece, [], tag if i == len(pieces) - 1 else None))
 
-    def unsent(self) -> list[object]:
+    def unsent(self) -> list[tuple[int, ...]]:
         """The tags of the queued frames not wholly sent (the other end never got them)."""
         return [tag for _, _, tag in self._out if tag is not None]
 

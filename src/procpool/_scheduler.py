@@ -561,7 +561,7 @@ class ProcessBackend:
             # Its exit fails the task it was running, if any.
             self._unwatch_channel(handle)
             self._kill(handle)
-            unsent = tuple(i for ids in handle.channel.unsent() for i in ids)  # type: ignore[attr-defined]
+            unsent = tuple(i for ids in handle.channel.unsent() for i in ids)
             if unsent:
                 self._execute(self._policy.send_failed(handle.wid, unsent))
             return
