@@ -50,7 +50,7 @@ from ._errors import (
     WorkerLostError,
     attempts_note,
 )
-from ._policy import Lifecycle
+from ._policy import Lifecycle, moving_average
 from ._protocol import Status, decode_exception_parts
 from ._serialize import decode_exception
 
@@ -330,7 +330,9 @@ class DaskBackend:
         try:
             if future.status == "finished":
                 status, payload, seconds = future.result() if value is None else value
-                self._measured(seconds / max(1, attempt.task.items))
+                self._item_seconds = moving_average(
+                    self._item_seconds, seconds / max(1, attempt.task.items)
+                )
                 self._finished(attempt, status, memoryview(payload))
             else:
                 self._unfinished(attempt, future)
@@ -447,14 +449,6 @@ class DaskBackend:
             self._lost(attempt, worker)
         with self._lock:
             self._finish_if_done()
-
-    def _measured(self, seconds: float) -> None:
-        if self._item_seconds is None:
-            self._item_seconds = seconds
-        else:
-            self._item_seconds += 0.2 * (seconds - self._item_seconds)
-
-    # -- failures of the whole pool -----------------------------------------------------------
 
     def _break(self, attempt: _Attempt, payload: memoryview, where: str) -> None:
         """The initializer raised in a worker: this task, and every other task of the pool,

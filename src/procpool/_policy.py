@@ -38,6 +38,7 @@ __all__ = [
     "Spawn",
     "Stop",
     "TaskInfo",
+    "moving_average",
 ]
 
 # Workers that die before they ever report ready, this many times in a row, break the pool:
@@ -100,6 +101,7 @@ class TaskInfo(NamedTuple):
     # other, and one queued behind its own waiter would have to wait for a recall.
     prefetch: bool = True
     retries: int = 0  # how many times it may be run again after a failed attempt
+    items: int = 1  # calls it makes (a map chunk's length), to measure the time per call
 
 
 @dataclass(frozen=True)
@@ -209,8 +211,11 @@ class Policy:
         self.maxtasks = maxtasksperchild
         self.max_memory = max_memory
         self.ahead_seconds = ahead_seconds
-        # Moving average of how long a task runs, as the workers measure it (None: no sample).
+        # Moving averages of how long a task runs and how long one of its calls takes, as the
+        # workers measure them (None: no sample). The second sizes automatic map chunks; other
+        # threads read it (a float assignment is atomic).
         self.task_seconds: float | None = None
+        self.item_seconds: float | None = None
         self.state = Lifecycle.RUN
         self._clock = clock
         self._pending: deque[TaskInfo] = deque()
@@ -316,7 +321,8 @@ class Policy:
         worker.deadline = None
         worker.completed += 1
         if elapsed is not None:
-            self._measured(elapsed)
+            self.task_seconds = moving_average(self.task_seconds, elapsed)
+            self.item_seconds = moving_average(self.item_seconds, elapsed / max(1, task.items))
         if self.max_memory is not None and resident > self.max_memory:
             worker.retiring = True
         actions: list[Action] = []
@@ -346,12 +352,6 @@ class Policy:
             actions.append(Stop(worker.wid))
             actions += self._replenish()
         return actions + self._dispatch()
-
-    def _measured(self, elapsed: float) -> None:
-        if self.task_seconds is None:
-            self.task_seconds = elapsed
-        else:
-            self.task_seconds += _EMA_WEIGHT * (elapsed - self.task_seconds)
 
     def worker_exited(self, wid: int) -> list[Action]:
         """The worker's process ended, expectedly or not: fail the task it was running, queue
@@ -663,3 +663,8 @@ class Policy:
 
 def _ceil_div(count: int, parts: int) -> int:
     return -(-count // max(1, parts))
+
+
+def moving_average(average: float | None, sample: float) -> float:
+    """The measured durations' moving average after one more sample (None: no sample yet)."""
+    return sample if average is None else average + _EMA_WEIGHT * (sample - average)

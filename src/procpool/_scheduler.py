@@ -175,7 +175,6 @@ class ProcessBackend:
         self._tasks: dict[int, PreparedTask] = {}
         self._task_ids = count()
         self._broken: BaseException | None = None
-        self._item_seconds: float | None = None  # moving average of one call's duration
         self._inbox: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]]
         self._inbox = queue.SimpleQueue()
         self._inbox_lock = threading.Lock()
@@ -243,7 +242,7 @@ class ProcessBackend:
         return self._procs
 
     def item_seconds(self) -> float | None:
-        return self._item_seconds
+        return self._policy.item_seconds
 
     def _post(self, call: Callable[..., None], *args: Any) -> None:
         with self._inbox_lock:
@@ -388,7 +387,6 @@ class ProcessBackend:
                 )
             else:
                 del self._tasks[task_id]
-                self._measured(done.elapsed / max(1, task.items))
                 self._give_back(task, done.released)
                 if status is Status.RETRY:  # no retry left: deliver what the task produced
                     status = Status.OK if task.return_exceptions else Status.ERROR
@@ -396,13 +394,6 @@ class ProcessBackend:
                     task.index, status, payload, self._attempts.pop(task_id, ()), lent
                 )
         self._execute(actions)
-
-    def _measured(self, seconds: float) -> None:
-        # Read by callers' threads without a lock: one float assignment is atomic.
-        if self._item_seconds is None:
-            self._item_seconds = seconds
-        else:
-            self._item_seconds += 0.2 * (seconds - self._item_seconds)
 
     def _release_results(self, handle: _WorkerHandle) -> None:
         """Tell the worker which of its result segments nothing here refers to any more."""
@@ -704,6 +695,7 @@ class ProcessBackend:
                     len(task.function) + len(task.arguments),
                     prefetch=task.mode is not Mode.APPLY,
                     retries=task.retries,
+                    items=task.items,
                 )
             )
         self._execute(self._policy.submit(infos))
