@@ -1,9 +1,10 @@
 """The Dask backend: a Pool's tasks run on a Dask cluster, with the local pool's guarantees.
 
-Each procpool task becomes one Dask task calling :func:`procpool._dask_task.run_task` with the
-function and arguments pickled by the facade (in band: no shared memory across machines). Dask
-is used for placement and transport only; what happens to a task is decided here, as the local
-backend decides it, and every outcome reaches the task's result sink:
+Each attempt at a procpool task becomes one Dask task calling
+:func:`procpool._dask_task.run_task` with the function and arguments pickled by the facade (in
+band: no shared memory across machines). Dask is used for placement and transport only; what
+happens to a task (its attempts, retries, outcome) is decided by the task core (``_tasks``), as
+for the local backend, and every outcome reaches the task's result sink:
 
 * a result or an exception comes back still pickled and is unpickled lazily in the caller's
   thread, the remote traceback attached as ``__cause__``;
@@ -35,24 +36,17 @@ import queue
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ._backend import PreparedTask, ResultSink
 from ._dask_task import INIT_FAILED, TIMED_OUT, Initializer, run_task, started_topic
-from ._errors import (
-    InitializerError,
-    PoolTerminatedError,
-    ProcpoolError,
-    TaskCancelledError,
-    TaskTimeoutError,
-    WorkerLostError,
-    attempts_note,
-)
+from ._errors import InitializerError, ProcpoolError, TaskTimeoutError, WorkerLostError
 from ._policy import Lifecycle, moving_average
-from ._protocol import Status, decode_exception_parts
+from ._protocol import Status
 from ._serialize import decode_exception
+from ._tasks import ErrorFactory, TaskCore
 
 __all__ = ["DaskBackend"]
 
@@ -68,8 +62,8 @@ _LOCAL_CLUSTER_CONFIG = {
 class _Attempt:
     """One Dask task standing for one attempt at a procpool task."""
 
+    task_id: int
     task: PreparedTask
-    earlier: list[str] = field(default_factory=list)  # how earlier attempts ended
     key: str = ""
     future: Any = None
     worker: str | None = None  # the Dask worker it announced its start on
@@ -114,12 +108,12 @@ class DaskBackend:
             self._owned.insert(0, client)
         self._client = client
         self._lock = threading.RLock()
+        self._core = TaskCore()
         self._attempts: dict[str, _Attempt] = {}  # key -> attempts in flight
         self._keys = itertools.count()
         self._state = Lifecycle.RUN
         self._sources = 0  # lazy producers still feeding
         self._closed = False  # close() was called: release the cluster once the work is done
-        self._broken: BaseException | None = None
         self._item_seconds: float | None = None
         self._done = threading.Event()
         self._finisher: threading.Thread | None = None
@@ -150,7 +144,9 @@ class DaskBackend:
     # -- the Backend interface ----------------------------------------------------------------
 
     def submit(self, tasks: list[PreparedTask]) -> None:
-        self._start([_Attempt(task) for task in tasks])
+        ids = self._core.add(tasks)  # none once terminated or broken: failed already
+        if ids:
+            self._start([_Attempt(i, task) for i, task in zip(ids, tasks, strict=True)])
 
     def open_source(self) -> None:
         with self._lock:
@@ -162,14 +158,15 @@ class DaskBackend:
             self._finish_if_done()
 
     def cancel(self, sink: ResultSink) -> bool:
+        cancelled = self._core.cancel(sink)
         with self._lock:
-            found = [a for a in self._attempts.values() if a.task.sink is sink]
+            found = [a for a in self._attempts.values() if a.task_id in cancelled]
             for attempt in found:
                 del self._attempts[attempt.key]
-        self._fail_all(found, lambda task: TaskCancelledError(f"task {task.label} was cancelled"))
+        self._cancel_futures(found)
         with self._lock:
             self._finish_if_done()
-        return bool(found)
+        return bool(cancelled)
 
     def close(self) -> None:
         with self._lock:
@@ -185,7 +182,8 @@ class DaskBackend:
             found = list(self._attempts.values())
             self._attempts.clear()
             finisher = self._finisher
-        self._fail_all(found, self._final_error)
+        self._core.terminate()
+        self._cancel_futures(found)
         if finisher is not None:
             finisher.join()
         elif not self._done.is_set():
@@ -212,16 +210,18 @@ class DaskBackend:
 
     def _start(self, attempts: list[_Attempt]) -> None:
         """Register attempts and queue them for the submitter, or fail them if the pool cannot
-        run them."""
+        run them (it was terminated, or broke, since the core accepted them)."""
+        if not attempts:
+            return
         with self._lock:
-            refused = self._state is Lifecycle.TERMINATE or self._broken is not None
+            refused = self._state in (Lifecycle.TERMINATE, Lifecycle.BROKEN)
             if not refused:
                 for attempt in attempts:
                     attempt.key = f"{self._name}-{next(self._keys)}"
                     attempt.worker = None
                     self._attempts[attempt.key] = attempt
         if refused:
-            self._fail_all(attempts, self._final_error)
+            self._core.fail([a.task_id for a in attempts], self._core.final_error)
         else:
             self._to_submit.put(attempts)
 
@@ -251,11 +251,8 @@ class DaskBackend:
 
     def _could_not_submit(self, attempts: list[_Attempt], exc: Exception) -> None:
         with self._lock:
-            failed = [a for a in attempts if self._attempts.pop(a.key, None) is a]
-        for attempt in failed:
-            error = ProcpoolError(f"Dask did not accept task {attempt.task.label}: {exc!r}")
-            error.__cause__ = exc
-            attempt.task.sink._fail(attempt.task.index, error)
+            failed = [a.task_id for a in attempts if self._attempts.pop(a.key, None) is a]
+        self._core.fail(failed, _caused(exc, "Dask did not accept task {label}: {exc!r}"))
         with self._lock:
             self._finish_if_done()
 
@@ -337,27 +334,28 @@ class DaskBackend:
             else:
                 self._unfinished(attempt, future)
         except Exception as exc:  # the client lost its scheduler while reading the result, say
-            error = ProcpoolError(f"the result of task {attempt.task.label} was lost: {exc!r}")
-            error.__cause__ = exc
-            attempt.task.sink._fail(attempt.task.index, error)
+            self._core.fail(
+                [attempt.task_id], _caused(exc, "the result of task {label} was lost: {exc!r}")
+            )
 
     def _unfinished(self, attempt: _Attempt, future: Any) -> None:
         from distributed.scheduler import KilledWorker
 
-        task = attempt.task
         if future.status == "error":
             exc = future.exception()
             if not isinstance(exc, KilledWorker):
-                error = ProcpoolError(
-                    f"Dask could not run task {task.label}: {exc!r} (is procpool installed, in "
-                    "the same version, on the Dask workers?)"
+                self._core.fail(
+                    [attempt.task_id],
+                    _caused(
+                        exc,
+                        "Dask could not run task {label}: {exc!r} (is procpool installed, in "
+                        "the same version, on the Dask workers?)",
+                    ),
                 )
-                error.__cause__ = exc
-                self._fail_all([attempt], lambda _: error)
             else:  # Dask gave up on it after its worker(s) died
                 self._lost(attempt, exc.last_worker.address if exc.last_worker else None)
         else:  # cancelled or lost by Dask itself, not by the pool
-            self._retry_or_fail(
+            self._attempt_ended(
                 attempt,
                 f"was dropped by Dask ({future.status}): the connection to its scheduler was "
                 "lost, or the scheduler restarted",
@@ -365,52 +363,30 @@ class DaskBackend:
             )
 
     def _finished(self, attempt: _Attempt, status: int, payload: memoryview) -> None:
-        task = attempt.task
         where = f"on Dask worker {attempt.worker}" if attempt.worker else "on a Dask worker"
         if status == INIT_FAILED:
             self._break(attempt, payload, where)
         elif status == TIMED_OUT:
-            self._retry_or_fail(
+            self._attempt_ended(
                 attempt,
-                f"ran past its {task.timeout:g} s timeout {where}, where it was interrupted",
+                f"ran past its {attempt.task.timeout:g} s timeout {where}, where it was "
+                "interrupted",
                 TaskTimeoutError,
             )
-        elif status == Status.RETRY and self._may_retry(attempt):
-            summary = (
-                "an exception worth a retry for one of its items"
-                if task.return_exceptions
-                else decode_exception_parts(payload)[2]
-            )
-            attempt.earlier.append(f"raised {summary} {where}")
-            self._start([attempt])
-        else:
-            if status == Status.RETRY:  # no retry left: deliver what the task produced
-                status = Status.OK if task.return_exceptions else Status.ERROR
-            task.sink._deliver(task.index, Status(status), payload, attempt.earlier)
+        elif self._core.completed(attempt.task_id, Status(status), payload, where=where):
+            self._start([attempt])  # it raised an exception worth a retry
 
     def _lost(self, attempt: _Attempt, worker: str | None) -> None:
-        self._retry_or_fail(
+        self._attempt_ended(
             attempt,
             f"was running on Dask worker {worker or '(unknown)'}, which left the cluster",
             WorkerLostError,
         )
 
-    def _may_retry(self, attempt: _Attempt) -> bool:
-        running = self._state in (Lifecycle.RUN, Lifecycle.CLOSE)
-        return running and len(attempt.earlier) < attempt.task.retries
-
-    def _retry_or_fail(
-        self, attempt: _Attempt, what: str, kind: Callable[[str], BaseException]
-    ) -> None:
-        """After a failed attempt: run the task again if its retries allow, or fail it."""
-        if self._may_retry(attempt):
-            attempt.earlier.append(what)
+    def _attempt_ended(self, attempt: _Attempt, what: str, kind: ErrorFactory) -> None:
+        """An attempt ended without an outcome: run the task again if the core says so."""
+        if self._core.ended(attempt.task_id, what, lambda m: kind(f"{m}; the pool goes on")):
             self._start([attempt])
-            return
-        error = kind(f"task {attempt.task.label} {what}; the pool goes on")
-        if attempt.earlier:
-            error.add_note(attempts_note(attempt.earlier))
-        attempt.task.sink._fail(attempt.task.index, error)
 
     def _on_started(self, event: tuple[float, Any]) -> None:
         key, worker = event[1]
@@ -459,34 +435,20 @@ class DaskBackend:
             "cannot run tasks"
         )
         error.__cause__ = cause
+        self._core.break_pool(error)
         with self._lock:
-            self._broken = self._broken or error
             self._state = Lifecycle.BROKEN
-            found = [attempt, *self._attempts.values()]
+            found = list(self._attempts.values())
             self._attempts.clear()
-        self._fail_all(found, self._final_error)
+        self._core.fail(self._core.unfinished(), self._core.final_error)
+        self._cancel_futures(found)
 
-    def _final_error(self, task: PreparedTask) -> BaseException:
-        """Why the task cannot run any more: the pool broke, or was terminated."""
-        if self._broken is None:
-            return PoolTerminatedError(f"the pool was terminated before task {task.label} finished")
-        # Each failed task gets an exception of its own: one object raised in several places
-        # would tangle their tracebacks.
-        error = type(self._broken)(*self._broken.args)
-        error.__cause__ = self._broken.__cause__
-        return error
-
-    def _fail_all(
-        self, attempts: list[_Attempt], error: Callable[[PreparedTask], BaseException]
-    ) -> None:
-        """Fail these attempts (taken from the record already) with ``error(task)``; cancel
-        their Dask tasks."""
+    def _cancel_futures(self, attempts: list[_Attempt]) -> None:
+        """Take these attempts (already out of the record) back from Dask."""
         futures = [a.future for a in attempts if a.future is not None]
         if futures:
             with contextlib.suppress(Exception):
                 self._client.cancel(futures)
-        for attempt in attempts:
-            attempt.task.sink._fail(attempt.task.index, error(attempt.task))
 
     # -- the end ------------------------------------------------------------------------------
 
@@ -495,7 +457,7 @@ class DaskBackend:
         its own (this may be one of Dask's threads)."""
         if (
             not self._closed
-            or self._attempts
+            or self._core
             or self._sources
             or self._finisher is not None
             or self._done.is_set()
@@ -529,6 +491,18 @@ class DaskBackend:
             with contextlib.suppress(Exception):
                 thing.close()
         self._owned = []
+
+
+def _caused(exc: BaseException, message: str) -> Callable[[PreparedTask], BaseException]:
+    """Fails a task with ProcpoolError(``message``), caused by ``exc`` (the message's
+    ``{label}`` names the task, ``{exc!r}`` is the cause)."""
+
+    def error(task: PreparedTask) -> BaseException:
+        error = ProcpoolError(message.format(label=task.label, exc=exc))
+        error.__cause__ = exc
+        return error
+
+    return error
 
 
 # A client keeps one handler per event topic: the pools that share a client share its handler

@@ -1,11 +1,13 @@
-"""The scheduling policy: every dispatch, respawn, retirement, deadline, retry, cancellation
-and flow-control decision, without I/O.
+"""The local backend's scheduling policy: every dispatch, respawn, retirement and
+flow-control decision, and where a task stopped or cancelled is running, without I/O.
 
 The scheduler thread feeds a :class:`Policy` events (a task was submitted, a worker became ready,
-a task finished, a worker exited, time passed, a task was cancelled) and carries out the actions
-it returns (spawn a worker, send it tasks, stop or kill it, fail a task or queue it again).
-Nothing here touches a process, a pipe or the real clock, so the policy is tested with plain
-method calls and an injected clock.
+a task finished, a worker exited, a task must be stopped, a task was cancelled) and carries out
+the actions it returns (spawn a worker, send it tasks, stop or kill it, report an attempt lost).
+What happens to a task itself (its attempts, retries, deadline, outcome) is the task core's
+(``_tasks``): the policy says where attempts run and when one was lost, and queues a task again
+when the core says it runs again. Nothing here touches a process, a pipe or the clock, so the
+policy is tested with plain method calls.
 
 Flow control. Each worker holds a queue of tasks in flight: the one it runs and some queued
 behind it, so that it never waits for a round trip to the scheduler between tiny tasks. How many
@@ -19,9 +21,8 @@ gives back those it has not started) and handed to the idle one.
 from __future__ import annotations
 
 import enum
-import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -31,9 +32,9 @@ __all__ = [
     "FailReason",
     "Kill",
     "Lifecycle",
+    "Lost",
     "Policy",
     "Recall",
-    "Retry",
     "Send",
     "Spawn",
     "Stop",
@@ -77,30 +78,25 @@ class _Phase(enum.Enum):
 
 
 class FailReason(enum.Enum):
-    """Why the policy failed tasks; the scheduler turns each into an exception."""
+    """Why an attempt at a task ended without an outcome."""
 
-    WORKER_LOST = enum.auto()  # the worker holding them died
-    TIMED_OUT = enum.auto()  # the task ran past its deadline; its worker was killed
-    TERMINATED = enum.auto()  # terminate() was called
-    BROKEN = enum.auto()  # the pool broke (initializer failed, no worker can start)
-    CANCELLED = enum.auto()  # the caller cancelled it
-    RAISED = enum.auto()  # (retries only) it raised one of the exceptions worth a retry
+    WORKER_LOST = enum.auto()  # the worker running it died
+    TIMED_OUT = enum.auto()  # it ran past its deadline; its worker was killed
 
 
 class TaskInfo(NamedTuple):
-    """What the policy knows of a task: its id, how long it may run once started, its size.
+    """What the policy knows of a task: its id, whether it has a deadline, its size.
 
     (A named tuple: the scheduler makes one per task, and a frozen dataclass costs several
     times as much to build.)"""
 
     task_id: int
-    timeout: float | None = None
+    timeout: float | None = None  # travels alone, to an idle worker, so it starts when sent
     size: int = 0  # bytes it takes on the wire
     # May be queued in a busy worker behind the task it runs. Never for apply_async tasks, which
     # go to idle workers only, as in the standard library's pool: such tasks may wait for each
     # other, and one queued behind its own waiter would have to wait for a recall.
     prefetch: bool = True
-    retries: int = 0  # how many times it may be run again after a failed attempt
     items: int = 1  # calls it makes (a map chunk's length), to measure the time per call
 
 
@@ -129,9 +125,19 @@ class Kill:
 
 @dataclass(frozen=True)
 class Fail:
+    """No worker will run these tasks: the pool broke."""
+
     task_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Lost:
+    """The attempt at ``task`` on worker ``wid`` ended without an outcome (``reason``). The
+    task core decides whether it runs again (then :meth:`Policy.requeue`) or fails."""
+
+    task: TaskInfo
     reason: FailReason
-    wid: int | None = None  # the worker involved, for WORKER_LOST and TIMED_OUT
+    wid: int
 
 
 @dataclass(frozen=True)
@@ -142,16 +148,7 @@ class Recall:
     task_ids: tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class Retry:
-    """The attempt failed (``reason``, on worker ``wid``); the task is queued to run again."""
-
-    task_id: int
-    reason: FailReason
-    wid: int
-
-
-Action = Spawn | Send | Stop | Kill | Fail | Retry | Recall
+Action = Spawn | Send | Stop | Kill | Fail | Lost | Recall
 
 
 @dataclass
@@ -164,7 +161,6 @@ class _Worker:
     tasks: deque[TaskInfo] = field(default_factory=deque)
     held_bytes: int = 0
     recalling: set[int] = field(default_factory=set)  # asked back, no answer yet
-    deadline: float | None = None
     retiring: bool = False  # replace it once it is idle (it outgrew the memory cap)
 
     def held(self) -> tuple[int, ...]:
@@ -189,7 +185,6 @@ class _Worker:
         self.tasks.clear()
         self.held_bytes = 0
         self.recalling.clear()
-        self.deadline = None
         return held
 
 
@@ -200,7 +195,6 @@ class Policy:
         self,
         processes: int,
         maxtasksperchild: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
         max_memory: int | None = None,
         ahead_seconds: float = AHEAD_SECONDS,
     ) -> None:
@@ -217,13 +211,11 @@ class Policy:
         self.task_seconds: float | None = None
         self.item_seconds: float | None = None
         self.state = Lifecycle.RUN
-        self._clock = clock
         self._pending: deque[TaskInfo] = deque()
         self._workers: dict[int, _Worker] = {}
         self._next_wid = 0
         self._startup_failures = 0
         self._open_sources = 0
-        self._failed_attempts: dict[int, int] = {}  # task id -> attempts that failed so far
         # Cancelled tasks a worker still holds (it may run them); their reports are ignored.
         self._cancelled: set[int] = set()
 
@@ -258,11 +250,6 @@ class Policy:
         tasks = self._workers[wid].tasks
         return bool(tasks) and tasks[0].task_id == task_id
 
-    def next_deadline(self) -> float | None:
-        """The earliest moment a running task times out, or None: the scheduler's wait timeout."""
-        deadlines = [w.deadline for w in self._workers.values() if w.deadline is not None]
-        return min(deadlines, default=None)
-
     # -- events -------------------------------------------------------------------------------
 
     def start(self) -> list[Action]:
@@ -274,13 +261,13 @@ class Policy:
         return self._replenish() + self._dispatch()
 
     def submit(self, tasks: Iterable[TaskInfo]) -> list[Action]:
-        tasks = list(tasks)
-        if self.state in (Lifecycle.TERMINATE, Lifecycle.BROKEN):
-            reason = (
-                FailReason.TERMINATED if self.state is Lifecycle.TERMINATE else FailReason.BROKEN
-            )
-            return [Fail(tuple(t.task_id for t in tasks), reason)]
+        """New tasks (the task core refuses them once the pool is terminated or broken)."""
         self._pending.extend(tasks)
+        return self._dispatch()
+
+    def requeue(self, task: TaskInfo) -> list[Action]:
+        """An attempt was lost or raised, and the task core runs the task again: first in line."""
+        self._pending.appendleft(task)
         return self._dispatch()
 
     def source_opened(self) -> None:
@@ -302,15 +289,15 @@ class Policy:
         self,
         wid: int,
         task_id: int,
-        retryable: bool = False,
+        again: bool = False,
         resident: int = 0,
         elapsed: float | None = None,
     ) -> list[Action]:
         """The worker reported the task's outcome (a result or the task's own exception).
 
-        ``retryable``: the task raised one of its ``retry_on`` exceptions; a Retry action says
-        the task runs again (its outcome is then not delivered). ``resident``: the worker's
-        memory as it reported it (0: not measured). ``elapsed``: seconds the task ran.
+        ``again``: the task core runs the task again (it raised one of its ``retry_on``
+        exceptions): it is queued first in line. ``resident``: the worker's memory as it
+        reported it (0: not measured). ``elapsed``: seconds the task ran.
         """
         worker = self._workers[wid]
         if not self.expects_report(wid, task_id):
@@ -318,21 +305,15 @@ class Policy:
         task = worker.tasks.popleft()
         worker.held_bytes -= task.size
         worker.recalling.discard(task_id)
-        worker.deadline = None
         worker.completed += 1
         if elapsed is not None:
             self.task_seconds = moving_average(self.task_seconds, elapsed)
             self.item_seconds = moving_average(self.item_seconds, elapsed / max(1, task.items))
         if self.max_memory is not None and resident > self.max_memory:
             worker.retiring = True
-        actions: list[Action] = []
-        if self._forget_cancelled(task):
-            pass
-        elif retryable and self._may_retry(task):
-            actions.append(self._retry_or_fail(task, FailReason.RAISED, wid))
-        else:
-            self._failed_attempts.pop(task_id, None)
-        return actions + self._after_work(worker)
+        if not self._forget_cancelled(task) and again:
+            self._pending.appendleft(task)
+        return self._after_work(worker)
 
     def tasks_recalled(self, wid: int, task_ids: Iterable[int]) -> list[Action]:
         """The worker gave back these tasks, never started: they are queued again first."""
@@ -365,9 +346,9 @@ class Policy:
             running, unstarted = held[0], [t for t in held[1:] if not self._forget_cancelled(t)]
             self._pending.extendleft(reversed(unstarted))
             if not self._forget_cancelled(running):
-                actions.append(self._retry_or_fail(running, FailReason.WORKER_LOST, wid))
+                actions.append(Lost(running, FailReason.WORKER_LOST, wid))
             if self.state is Lifecycle.BROKEN:
-                actions += self._fail_pending(FailReason.BROKEN)
+                actions += self._fail_pending()
         if worker.phase is _Phase.STARTING:
             self._startup_failures += 1
             if self._startup_failures >= MAX_STARTUP_FAILURES:
@@ -379,12 +360,10 @@ class Policy:
         Queue it again at the head; send that worker nothing more (its exit is on its way)."""
         worker = self._workers[wid]
         unsent = [t for t in worker.drop(set(task_ids)) if not self._forget_cancelled(t)]
-        if not worker.tasks:
-            worker.deadline = None
         worker.phase = _Phase.LEAVING
         self._pending.extendleft(reversed(unsent))
         if self.state is Lifecycle.BROKEN:
-            return self._fail_pending(FailReason.BROKEN)
+            return self._fail_pending()
         return self._replenish() + self._dispatch()
 
     def spawn_failed(self, wid: int) -> list[Action]:
@@ -399,25 +378,27 @@ class Policy:
         if self.state in (Lifecycle.TERMINATE, Lifecycle.BROKEN):
             return []
         self.state = Lifecycle.BROKEN
-        return self._fail_pending(FailReason.BROKEN) + self._wind_down()
+        return self._fail_pending() + self._wind_down()
 
-    def expire(self) -> list[Action]:
-        """Kill the workers whose task ran past its deadline; fail those tasks."""
-        now = self._clock()
-        actions: list[Action] = []
+    def timed_out(self, task_id: int) -> list[Action]:
+        """The task's attempt ran past its deadline: kill the worker running it, report the
+        attempt lost. (A task with a deadline travels alone, so nothing else is lost with it.)"""
         for worker in self._workers.values():
-            if worker.deadline is not None and worker.deadline <= now:
-                actions.append(Kill(worker.wid))
+            if worker.tasks and worker.tasks[0].task_id == task_id:
+                if worker.phase is _Phase.LEAVING:
+                    return []  # killed already (its task was cancelled): its exit says the rest
                 worker.phase = _Phase.LEAVING
-                for task in worker.release():  # a task with a deadline travels alone
-                    if not self._forget_cancelled(task):
-                        actions.append(self._retry_or_fail(task, FailReason.TIMED_OUT, worker.wid))
-        if actions:
-            actions += self._replenish() + self._dispatch()
-        return actions
+                running, *unstarted = worker.release()
+                self._pending.extendleft(reversed(unstarted))
+                lost: list[Action] = []
+                if not self._forget_cancelled(running):
+                    lost.append(Lost(running, FailReason.TIMED_OUT, worker.wid))
+                return [Kill(worker.wid), *lost, *self._replenish(), *self._dispatch()]
+        return []  # it ended meanwhile
 
     def cancel(self, task_ids: Iterable[int]) -> list[Action]:
-        """The caller cancelled these tasks: fail them CANCELLED, wherever they are.
+        """The caller cancelled these tasks (the task core has failed them): stop them,
+        wherever they are.
 
         A queued task is dropped; a running one is stopped by killing its worker (which is
         replaced, and whose other tasks go back to the queue); one queued behind another in a
@@ -451,11 +432,7 @@ class Policy:
                     actions.append(Recall(worker.wid, queued))
         if not found:
             return []
-        for task_id in found:
-            self._failed_attempts.pop(task_id, None)
-        return [Fail(tuple(found), FailReason.CANCELLED), *actions] + (
-            self._replenish() + self._dispatch()
-        )
+        return actions + self._replenish() + self._dispatch()
 
     def close(self) -> list[Action]:
         """No more tasks will come (but lazy sources already open may still add theirs)."""
@@ -464,33 +441,20 @@ class Policy:
         return self._dispatch()
 
     def terminate(self) -> list[Action]:
-        """Stop now: fail every pending and running task, kill every worker."""
+        """Stop now: drop every task (the task core fails them all), kill every worker."""
         if self.state is Lifecycle.TERMINATE:
             return []
         self.state = Lifecycle.TERMINATE
-        actions = self._fail_pending(FailReason.TERMINATED)
+        self._pending.clear()
+        self._cancelled.clear()
+        actions: list[Action] = []
         for worker in self._workers.values():
-            held = tuple(t.task_id for t in worker.release() if not self._forget_cancelled(t))
-            if held:
-                actions.append(Fail(held, FailReason.TERMINATED))
+            worker.release()
             worker.phase = _Phase.LEAVING
             actions.append(Kill(worker.wid))
         return actions
 
     # -- decisions ----------------------------------------------------------------------------
-
-    def _may_retry(self, task: TaskInfo) -> bool:
-        running = self.state in (Lifecycle.RUN, Lifecycle.CLOSE)
-        return running and self._failed_attempts.get(task.task_id, 0) < task.retries
-
-    def _retry_or_fail(self, task: TaskInfo, reason: FailReason, wid: int) -> Action:
-        """After a failed attempt: queue the task again first in line, or fail it for good."""
-        if self._may_retry(task):
-            self._failed_attempts[task.task_id] = self._failed_attempts.get(task.task_id, 0) + 1
-            self._pending.appendleft(task)
-            return Retry(task.task_id, reason, wid)
-        self._failed_attempts.pop(task.task_id, None)
-        return Fail((task.task_id,), reason, wid)
 
     def _forget_cancelled(self, task: TaskInfo) -> bool:
         """True (and forget it) if the task was cancelled while a worker held it."""
@@ -522,7 +486,7 @@ class Policy:
         if self.state is Lifecycle.BROKEN:
             # No worker will come to run them: whatever was queued again (a recall answered,
             # a cancelled worker's queue) fails now, never strands in a finished policy.
-            return self._fail_pending(FailReason.BROKEN) + self._wind_down()
+            return self._fail_pending() + self._wind_down()
         actions: list[Action] = []
         if self._pending:
             # Pending work is shared out evenly: first among the idle workers and those still
@@ -578,7 +542,7 @@ class Policy:
         return (
             worker.phase is _Phase.BUSY
             and not worker.retiring
-            and worker.deadline is None
+            and worker.tasks[0].timeout is None
             and first.prefetch
             and first.timeout is None
             and worker.held_bytes + first.size <= MAX_IN_FLIGHT_BYTES
@@ -607,8 +571,6 @@ class Policy:
                 worker.take(self._pending.popleft())
                 sent.append(task.task_id)
         worker.phase = _Phase.BUSY
-        if first.timeout is not None:
-            worker.deadline = self._clock() + first.timeout
         return Send(worker.wid, tuple(sent))
 
     def _recall_for_idle(self) -> list[Action]:
@@ -653,12 +615,12 @@ class Policy:
                 actions.append(Kill(worker.wid))
         return actions
 
-    def _fail_pending(self, reason: FailReason) -> list[Action]:
+    def _fail_pending(self) -> list[Action]:
         if not self._pending:
             return []
         failed = tuple(t.task_id for t in self._pending)
         self._pending.clear()
-        return [Fail(failed, reason)]
+        return [Fail(failed)]
 
 
 def _ceil_div(count: int, parts: int) -> int:

@@ -35,7 +35,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import count
 from multiprocessing import util
 from multiprocessing.connection import Pipe
 from multiprocessing.process import BaseProcess
@@ -46,12 +45,9 @@ from ._channel import Channel, Frame
 from ._errors import (
     BrokenPoolError,
     InitializerError,
-    PoolTerminatedError,
     ProcpoolError,
-    TaskCancelledError,
     TaskTimeoutError,
     WorkerLostError,
-    attempts_note,
     describe_exit,
 )
 from ._policy import (
@@ -60,9 +56,9 @@ from ._policy import (
     FailReason,
     Kill,
     Lifecycle,
+    Lost,
     Policy,
     Recall,
-    Retry,
     Send,
     Spawn,
     Stop,
@@ -79,9 +75,7 @@ from ._protocol import (
     STOP,
     TASKS,
     Mode,
-    Status,
     WireTask,
-    decode_exception_parts,
     pack_ids,
     pack_tasks,
     unpack_done,
@@ -89,6 +83,7 @@ from ._protocol import (
 )
 from ._serialize import decode_exception
 from ._shm import Lent, Segment, SegmentMaps, SegmentPool, SegmentRef
+from ._tasks import ErrorFactory, TaskCore
 from ._worker import worker_main
 
 __all__ = ["ProcessBackend"]
@@ -141,13 +136,6 @@ def _mib(size: int) -> str:
     return f"{size / 2**20:,.0f} MiB"
 
 
-def _raised_summary(payload: memoryview, return_exceptions: bool) -> str:
-    """One line naming what a task raised, for the record of its attempts."""
-    if return_exceptions:
-        return "an exception worth a retry for one of its items"
-    return decode_exception_parts(payload)[2]
-
-
 class ProcessBackend:
     """Runs tasks in local worker processes made by a ``multiprocessing`` context."""
 
@@ -169,12 +157,11 @@ class ProcessBackend:
         self._forks = context.get_start_method() == "fork"
         self._measure_every_task = max_memory_per_child is not None
         self._policy = Policy(processes, maxtasksperchild, max_memory=max_memory_per_child)
-        self._attempts: dict[int, list[str]] = {}  # task id -> how its failed attempts ended
+        # What happens to each task (attempts, retries, deadlines, outcomes): the policy says
+        # where tasks run, the core what becomes of them.
+        self._core = TaskCore()
         self._workers: dict[int, _WorkerHandle] = {}
         self._procs: list[BaseProcess] = []
-        self._tasks: dict[int, PreparedTask] = {}
-        self._task_ids = count()
-        self._broken: BaseException | None = None
         self._inbox: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]]
         self._inbox = queue.SimpleQueue()
         self._inbox_lock = threading.Lock()
@@ -261,14 +248,9 @@ class ProcessBackend:
     def _answer_after_finish(self, call: Callable[..., None], args: tuple[Any, ...]) -> None:
         if call == self._on_submit:
             for task in args[0]:
-                task.sink._fail(task.index, self._final_error())
+                task.sink._fail(task.index, self._core.final_error(task))
         elif call in (self._on_repopulate, self._on_cancel):
             args[-1].answer(False)  # nothing to do any more
-
-    def _final_error(self) -> BaseException:
-        if self._broken is not None:
-            return self._new_broken_error()
-        return PoolTerminatedError("the pool has shut down; this task never ran")
 
     # -- the scheduler thread -----------------------------------------------------------------
 
@@ -278,13 +260,14 @@ class ProcessBackend:
             for handle in self._workers.values():
                 self._watch(handle)
             while not self._policy.finished:
-                deadline = self._policy.next_deadline()
+                deadline = self._core.next_deadline()
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if timeout is not None:
                     timeout = min(timeout, _LONGEST_WAIT)
                 for key, events in self._selector.select(timeout):
                     self._on_event(key.data, events)
-                self._execute(self._policy.expire())
+                for task_id in self._core.expired():
+                    self._execute(self._policy.timed_out(task_id))
         except BaseException as exc:
             # A bug in procpool itself: fail every task loudly rather than leave anyone waiting.
             self._crash(exc)
@@ -360,7 +343,7 @@ class ProcessBackend:
                 f"(in worker process {handle.process.pid}); the pool cannot run tasks"
             )
             error.__cause__ = cause
-            self._broken = self._broken or error
+            self._core.break_pool(error)
             self._execute(self._policy.break_pool())
 
     def _on_done(self, handle: _WorkerHandle, frame: Frame) -> None:
@@ -371,29 +354,20 @@ class ProcessBackend:
         self._release_results(handle)
         if done.resident:
             handle.resident = done.resident
-        task_id, status, payload = done.task_id, done.status, done.payload
+        task_id = done.task_id
+        again = False
         # A report the policy no longer expects (the task timed out and is being retried, say)
         # must not be delivered: the task belongs to its next attempt.
-        accepted = self._policy.expects_report(handle.wid, task_id)
-        actions = self._policy.task_done(
-            handle.wid, task_id, status is Status.RETRY, done.resident, done.elapsed
-        )
-        task = self._tasks.get(task_id) if accepted else None
-        if task is not None:
-            if any(isinstance(a, Retry) and a.task_id == task_id for a in actions):
-                self._attempts.setdefault(task_id, []).append(
-                    f"raised {_raised_summary(payload, task.return_exceptions)} in worker "
-                    f"process {handle.process.pid}"
-                )
-            else:
-                del self._tasks[task_id]
+        if self._policy.expects_report(handle.wid, task_id):
+            task = self._core.task(task_id)
+            again = self._core.completed(
+                task_id, done.status, done.payload, lent, f"in worker process {handle.process.pid}"
+            )
+            if task is not None and not again:
                 self._give_back(task, done.released)
-                if status is Status.RETRY:  # no retry left: deliver what the task produced
-                    status = Status.OK if task.return_exceptions else Status.ERROR
-                task.sink._deliver(
-                    task.index, status, payload, self._attempts.pop(task_id, ()), lent
-                )
-        self._execute(actions)
+        self._execute(
+            self._policy.task_done(handle.wid, task_id, again, done.resident, done.elapsed)
+        )
 
     def _release_results(self, handle: _WorkerHandle) -> None:
         """Tell the worker which of its result segments nothing here refers to any more."""
@@ -427,13 +401,15 @@ class ProcessBackend:
         handle.process.join(timeout=_EXIT_GRACE)  # the sentinel fired: this only reaps it
         handle.exitcode = handle.process.exitcode
         actions = self._policy.worker_exited(handle.wid)
-        if self._policy.state is Lifecycle.BROKEN and self._broken is None:
-            self._broken = InitializerError(
-                f"worker processes keep dying before they are ready (the last, process "
-                f"{handle.process.pid}, {describe_exit(handle.exitcode)}); the pool cannot run "
-                "tasks. Likely causes: an initializer or an import that kills the process, or, "
-                "under spawn and forkserver, a main script that starts the pool without "
-                "`if __name__ == '__main__':`"
+        if self._policy.state is Lifecycle.BROKEN and self._core.broken is None:
+            self._core.break_pool(
+                InitializerError(
+                    f"worker processes keep dying before they are ready (the last, process "
+                    f"{handle.process.pid}, {describe_exit(handle.exitcode)}); the pool cannot run "
+                    "tasks. Likely causes: an initializer or an import that kills the process, or, "
+                    "under spawn and forkserver, a main script that starts the pool without "
+                    "`if __name__ == '__main__':`"
+                )
             )
         self._execute(actions)
         del self._workers[handle.wid]
@@ -466,20 +442,49 @@ class ProcessBackend:
             elif isinstance(action, Kill):
                 self._kill(self._workers[action.wid])
             elif isinstance(action, Fail):
-                self._fail(action)
-            elif action.reason is not FailReason.RAISED:  # those are noted as they arrive
-                self._attempts.setdefault(action.task_id, []).append(
-                    self._describe_attempt(
-                        action.reason, self._workers[action.wid], self._tasks[action.task_id]
-                    )
+                self._fail_tasks(action.task_ids, self._core.final_error)
+            else:
+                self._lost(action)
+
+    def _lost(self, action: Lost) -> None:
+        """An attempt ended without an outcome: the core runs the task again, or fails it."""
+        task = self._core.task(action.task.task_id)
+        if task is None:
+            return  # it ended meanwhile
+        handle = self._workers[action.wid]
+        error: ErrorFactory
+        if action.reason is FailReason.TIMED_OUT:
+
+            def error(message: str) -> BaseException:
+                return TaskTimeoutError(f"{message}; the worker was replaced")
+        else:
+
+            def error(message: str) -> BaseException:
+                return WorkerLostError(
+                    f"{message}; the pool replaced it", handle.process.pid, handle.exitcode
                 )
+
+        what = self._describe_attempt(action.reason, handle, task)
+        if self._core.ended(action.task.task_id, what, error):
+            self._execute(self._policy.requeue(action.task))
+        else:
+            self._give_back(task)
+
+    def _fail_tasks(
+        self, task_ids: tuple[int, ...], error: Callable[[PreparedTask], BaseException]
+    ) -> None:
+        for task in self._core.fail(task_ids, error).values():
+            self._give_back(task)
 
     def _send(self, action: Send) -> None:
         handle = self._workers[action.wid]
         batch = []
         fds: list[int] = []
         for task_id in action.task_ids:
-            task = self._tasks[task_id]
+            task = self._core.task(task_id)
+            assert task is not None, "the policy sends only tasks the core has not ended"
+            if task.timeout is not None:
+                self._core.started(task_id)  # it travels alone to an idle worker: it starts now
             function = b"" if task.function == handle.last_function else task.function
             handle.last_function = task.function
             batch.append(
@@ -566,9 +571,10 @@ class ProcessBackend:
             handle = self._spawn(wid)
         except Exception as exc:
             actions = self._policy.spawn_failed(wid)
-            if self._policy.state is Lifecycle.BROKEN and self._broken is None:
-                self._broken = BrokenPoolError(f"could not start a worker process: {exc!r}")
-                self._broken.__cause__ = exc
+            if self._policy.state is Lifecycle.BROKEN:
+                error = BrokenPoolError(f"could not start a worker process: {exc!r}")
+                error.__cause__ = exc
+                self._core.break_pool(error)
             self._execute(actions)
             return
         self._watch(handle)
@@ -633,33 +639,6 @@ class ProcessBackend:
         with contextlib.suppress(OSError, ValueError, AttributeError):
             handle.process.kill()
 
-    def _fail(self, action: Fail) -> None:
-        for task_id in action.task_ids:
-            task = self._tasks.pop(task_id, None)
-            if task is not None:
-                self._give_back(task)
-                error = self._error_for(action, task)
-                earlier = self._attempts.pop(task_id, [])
-                if earlier:
-                    error.add_note(attempts_note(earlier))
-                task.sink._fail(task.index, error)
-
-    def _error_for(self, action: Fail, task: PreparedTask) -> BaseException:
-        if action.reason is FailReason.TERMINATED:
-            return PoolTerminatedError(f"the pool was terminated before task {task.label} finished")
-        if action.reason is FailReason.CANCELLED:
-            return TaskCancelledError(f"task {task.label} was cancelled")
-        if action.reason is FailReason.BROKEN:
-            return self._new_broken_error()
-        assert action.wid is not None
-        handle = self._workers[action.wid]
-        message = f"task {task.label} {self._describe_attempt(action.reason, handle, task)}"
-        if action.reason is FailReason.TIMED_OUT:
-            return TaskTimeoutError(f"{message}; the worker was replaced")
-        return WorkerLostError(
-            f"{message}; the pool replaced it", handle.process.pid, handle.exitcode
-        )
-
     @staticmethod
     def _describe_attempt(reason: FailReason, handle: _WorkerHandle, task: PreparedTask) -> str:
         """What happened to an attempt at a task on this worker, in words."""
@@ -673,32 +652,22 @@ class ProcessBackend:
             f"was running in worker process {pid}, which {describe_exit(handle.exitcode)}{memory}"
         )
 
-    def _new_broken_error(self) -> BaseException:
-        # Each failed task gets an exception object of its own: raising one object in several
-        # places would tangle their tracebacks.
-        assert self._broken is not None
-        error = type(self._broken)(*self._broken.args)
-        error.__cause__ = self._broken.__cause__
-        return error
-
     # -- posted calls, run on the scheduler thread ------------------------------------------
 
     def _on_submit(self, tasks: list[PreparedTask]) -> None:
-        infos = []
-        for task in tasks:
-            task_id = next(self._task_ids)
-            self._tasks[task_id] = task
-            infos.append(
+        ids = self._core.add(tasks)  # none once terminated or broken: failed already
+        if ids:
+            infos = [
                 TaskInfo(
                     task_id,
                     task.timeout,
                     len(task.function) + len(task.arguments),
-                    prefetch=task.mode is not Mode.APPLY,
-                    retries=task.retries,
-                    items=task.items,
+                    task.mode is not Mode.APPLY,
+                    task.items,
                 )
-            )
-        self._execute(self._policy.submit(infos))
+                for task_id, task in zip(ids, tasks, strict=True)
+            ]
+            self._execute(self._policy.submit(infos))
 
     def _on_open_source(self) -> None:
         self._policy.source_opened()
@@ -707,17 +676,20 @@ class ProcessBackend:
         self._execute(self._policy.source_closed())
 
     def _on_cancel(self, sink: ResultSink, reply: _Reply) -> None:
-        ids = [task_id for task_id, task in self._tasks.items() if task.sink is sink]
-        actions = self._policy.cancel(ids)
+        cancelled = {}
         try:
-            self._execute(actions)  # the result is failed before cancel() returns
+            cancelled = self._core.cancel(sink)  # the result is failed before cancel() returns
+            self._execute(self._policy.cancel(cancelled))
+            for task in cancelled.values():
+                self._give_back(task)
         finally:
-            reply.answer(bool(actions))
+            reply.answer(bool(cancelled))
 
     def _on_close(self) -> None:
         self._execute(self._policy.close())
 
     def _on_terminate(self) -> None:
+        self._core.terminate()
         self._execute(self._policy.terminate())
 
     def _on_repopulate(self, filled: _Reply) -> None:
@@ -729,10 +701,8 @@ class ProcessBackend:
     def _crash(self, exc: BaseException) -> None:
         error = ProcpoolError(f"procpool's scheduler failed ({exc!r}); the pool has stopped")
         error.__cause__ = exc
-        self._broken = self._broken or error
-        for task in self._tasks.values():
-            task.sink._fail(task.index, self._new_broken_error())
-        self._tasks.clear()
+        self._core.break_pool(error)
+        self._core.fail(self._core.unfinished(), self._core.final_error)
 
     def _shutdown(self) -> None:
         with self._inbox_lock:
@@ -747,11 +717,9 @@ class ProcessBackend:
         self._workers.clear()
         self._procs = []
         self._close_descriptors()
-        # Nothing may be left waiting: the policy has failed or finished every task by now, and
-        # this is the guarantee should a bug have left one behind.
-        for task in self._tasks.values():
-            task.sink._fail(task.index, self._final_error())
-        self._tasks.clear()
+        # Nothing may be left waiting: every task has ended by now, and this is the guarantee
+        # should a bug have left one behind.
+        self._core.terminate()
         self._segments.close()
         self._exit_hook.cancel()
         self._done.set()
