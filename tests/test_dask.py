@@ -223,6 +223,29 @@ def test_every_method_gives_the_local_results(client: Any) -> None:
     assert pool._pool == []
 
 
+def test_the_executor_runs_on_dask(client: Any, rendezvous: Rendezvous) -> None:
+    import concurrent.futures
+
+    with procpool.ProcessPoolExecutor(backend="dask", client=client) as executor:
+        assert executor._max_workers == 2
+        assert executor.submit(divmod, 7, 2).result(WAIT) == (3, 1)
+        assert list(executor.map(square, range(40), chunksize=6)) == [x * x for x in range(40)]
+        failing = executor.submit(int, "x")
+        with pytest.raises(ValueError, match="invalid literal"):
+            failing.result(WAIT)
+        assert isinstance(failing.exception(), ValueError)
+        futures = [executor.submit(square, i) for i in range(10)]
+        done, _ = concurrent.futures.wait(futures, timeout=WAIT)
+        assert sorted(f.result() for f in done) == [x * x for x in range(10)]
+        # A running task's future can be cancelled: the task stops, the executor goes on.
+        running = executor.submit(block, rendezvous.address, 1)
+        rendezvous.accept()
+        assert running.cancel()
+        assert running.cancelled()
+        rendezvous.release_all()
+        assert executor.submit(square, 5).result(WAIT) == 25
+
+
 def test_automatic_chunks_batch_tiny_items_into_few_dask_tasks(client: Any) -> None:
     with procpool.Pool(client=client) as pool:
         assert pool.map(square, range(3000)) == [x * x for x in range(3000)]

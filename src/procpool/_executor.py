@@ -347,7 +347,8 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
 
     Additions, as for :class:`procpool.Pool`: ``task_timeout`` (seconds a task may run before its
     worker is killed: :class:`procpool.TaskTimeoutError`), ``retries``/``retry_on`` and
-    ``max_memory_per_child``.
+    ``max_memory_per_child``; ``backend="dask"`` with ``address`` or ``client`` runs the tasks
+    on a Dask cluster (``docs/dask.md``).
     """
 
     def __init__(
@@ -362,6 +363,9 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
         retries: int = 0,
         retry_on: ExceptionTypes | None = None,
         max_memory_per_child: int | None = None,
+        backend: str | None = None,
+        address: str | None = None,
+        client: Any = None,
     ) -> None:
         if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
@@ -381,6 +385,9 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
             retries=retries,
             retry_on=retry_on,
             max_memory_per_child=max_memory_per_child,
+            backend=backend,
+            address=address,
+            client=client,
         )
         self._procpool = pool
         self._max_workers: int = pool._processes
