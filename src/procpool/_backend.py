@@ -9,7 +9,8 @@ methods and the facade never knows which it talks to.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Protocol
@@ -17,7 +18,42 @@ from typing import Protocol
 from ._protocol import Mode, Status
 from ._shm import Lent, Segment
 
-__all__ = ["Backend", "PreparedTask", "ResultSink"]
+__all__ = ["Backend", "HeldWakes", "PreparedTask", "ResultSink", "wakes"]
+
+
+class HeldWakes(threading.local):
+    """The wake-ups of waiting consumers that a backend's thread holds back while it delivers a
+    batch of outcomes (the results of one read from a worker, say).
+
+    A consumer woken at every delivery takes the interpreter's lock from the delivering thread
+    once per result, and both slow down; woken once per batch, it finds several results at
+    once. A backend thread brackets a batch with :meth:`hold` and :meth:`release`; a sink that
+    delivers while wake-ups are held calls :meth:`defer` with its wake-up instead of waking
+    its consumer. Per thread: a sink called from another thread wakes its consumer at once.
+    """
+
+    held: list[Callable[[], None]] | None = None
+
+    def hold(self) -> None:
+        self.held = []
+
+    def defer(self, wake: Callable[[], None]) -> bool:
+        """Keep ``wake`` for the end of the batch; False (call it now) if none is held."""
+        held = self.held
+        if held is None:
+            return False
+        held.append(wake)
+        return True
+
+    def release(self) -> None:
+        """Wake every consumer that a delivery of the batch has something for (once each)."""
+        held, self.held = self.held, None
+        if held:
+            for wake in dict.fromkeys(held):
+                wake()
+
+
+wakes = HeldWakes()
 
 
 class ResultSink(Protocol):

@@ -16,6 +16,7 @@ from multiprocessing import TimeoutError
 from typing import Any, Generic, Protocol, TypeVar
 
 from . import _shm
+from ._backend import wakes
 from ._callbacks import CallbackRunner
 from ._errors import (
     BrokenPoolError,
@@ -597,6 +598,12 @@ class _LazyIterator(_FeederSide, Generic[T]):
             outcome = _chunk_outcome(status, payload, attempts, self._in_place, size, lent)
             self._arrive(index, outcome)
             self._counted(size)
+            if not wakes.defer(self._wake):
+                self._changed()
+
+    def _wake(self) -> None:
+        """Wake the consumer after a batch of deliveries (see ``_backend.HeldWakes``)."""
+        with self._cond:
             self._changed()
 
     def _fail(self, index: int, exc: BaseException) -> None:

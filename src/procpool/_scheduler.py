@@ -40,7 +40,7 @@ from multiprocessing.connection import Pipe
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from ._backend import PreparedTask, ResultSink
+from ._backend import PreparedTask, ResultSink, wakes
 from ._channel import Channel, Frame
 from ._errors import (
     BrokenPoolError,
@@ -264,8 +264,14 @@ class ProcessBackend:
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if timeout is not None:
                     timeout = min(timeout, _LONGEST_WAIT)
-                for key, events in self._selector.select(timeout):
-                    self._on_event(key.data, events)
+                ready = self._selector.select(timeout)
+                # Consumers are woken once the round's results are all delivered, not at each.
+                wakes.hold()
+                try:
+                    for key, events in ready:
+                        self._on_event(key.data, events)
+                finally:
+                    wakes.release()
                 for task_id in self._core.expired():
                     self._execute(self._policy.timed_out(task_id))
         except BaseException as exc:
