@@ -266,9 +266,10 @@ class Policy:
         return self._dispatch()
 
     def requeue(self, task: TaskInfo) -> list[Action]:
-        """An attempt was lost or raised, and the task core runs the task again: first in line."""
+        """An attempt was lost or raised, and the task core runs the task again: first in line.
+        (After close, the loss that preceded this may have left no worker to run it.)"""
         self._pending.appendleft(task)
-        return self._dispatch()
+        return self._replenish() + self._dispatch()
 
     def source_opened(self) -> None:
         """A lazy task source (an imap) may still submit tasks: do not wind down before it ends."""
