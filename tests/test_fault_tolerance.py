@@ -333,6 +333,23 @@ def test_retry_after_worker_loss(
 
 
 @pytest.mark.timeout(60)
+def test_a_task_retried_after_close_gets_a_worker(
+    pools: Callable[..., procpool.Pool], tmp_path: Path, audit: Audit
+) -> None:
+    # The only worker dies with the last task after close(): the retry needs a new worker.
+    pool = pools(1, retries=1)
+    audit.note(pool)
+    marker = tmp_path / "closed"
+    result = pool.apply_async(die_first_time, (str(marker), "again"))
+    pool.close()
+    pid, value = result.get(timeout=WAIT)
+    assert value == "again"
+    assert pid != int(marker.read_text())
+    pool.join()
+    audit.check()
+
+
+@pytest.mark.timeout(60)
 def test_pool_retries_are_overridden_per_call(
     pools: Callable[..., procpool.Pool], tmp_path: Path, audit: Audit
 ) -> None:

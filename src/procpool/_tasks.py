@@ -101,9 +101,9 @@ class TaskCore:
 
     def started(self, task_id: int) -> None:
         """An attempt at the task has started: its deadline runs from now, if it has one."""
-        record = self._records.get(task_id)
-        if record is not None and record.task.timeout is not None:
-            with self._lock:
+        with self._lock:
+            record = self._records.get(task_id)
+            if record is not None and record.task.timeout is not None:
                 self._deadlines[task_id] = self._clock() + record.task.timeout
 
     def next_deadline(self) -> float | None:
