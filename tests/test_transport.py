@@ -104,6 +104,18 @@ def resident(pid: int | str = "self") -> int:
         return int(f.read().split()[1]) * PAGE
 
 
+def filled(pid: int | str = "self") -> int:
+    """A process's resident memory plus the pages of the segments it holds: a new segment is
+    filled with write(2), so its pages grow without being mapped (resident)."""
+    total = resident(pid)
+    for fd in memfds(pid):
+        try:
+            total += os.stat(f"/proc/{pid}/fd/{fd}").st_blocks * 512
+        except FileNotFoundError:
+            continue
+    return total
+
+
 def wait_for(condition: Callable[[], bool], what: str) -> None:
     """Wait (bounded, without sleeping: yielding the CPU) until ``condition()`` holds."""
     deadline = time.monotonic() + WAIT
@@ -474,7 +486,7 @@ def test_worker_killed_holding_a_large_argument(
 @pytest.mark.parametrize(
     ("kind", "size", "grows"),
     [
-        # Out of band: the worker copies 200 MB into a new segment (its memory grows), then
+        # Out of band: the worker copies 200 MB into a new segment (its pages grow), then
         # sends a small frame with the descriptor: it dies while the segment fills.
         ("bytes", 200 * MIB, "worker"),
         # In band: the frame itself is 128 MB; the parent allocates its buffer when the header
@@ -499,10 +511,10 @@ def test_worker_killed_while_it_sends_a_large_result(
     pid = rendezvous.accept()  # the value is made; the task waits to return it
     others = [pool.apply_async(roundtrip, (make("bytes", MIB, i),)) for i in range(4)]
     watched = pid if grows == "worker" else "self"
-    start = resident(watched)
+    start = filled(watched)
     rendezvous.release_all()
     # Killed early in the transfer: much of it is still to come, whatever the machine's load.
-    wait_for(lambda: resident(watched) >= start + size // 8, "the result is on its way")
+    wait_for(lambda: filled(watched) >= start + size // 8, "the result is on its way")
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(WorkerLostError, match=rf"\b{pid}\b.*SIGKILL"):
         doomed.get(timeout=WAIT)
