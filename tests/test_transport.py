@@ -423,6 +423,57 @@ def test_segments_are_reused(pools: Callable[..., procpool.Pool], audit: Audit, 
     assert_no_segments_left()
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("call", ["map", "imap"])
+@pytest.mark.parametrize("kind", ["bytes", "np-uint8"])
+def test_a_map_over_large_values_reuses_segments_without_mixing_them(
+    pools: Callable[..., procpool.Pool], audit: Audit, kind: str, call: str
+) -> None:
+    """A map submits each task as soon as its large arguments are in segments and reuses the
+    segments that come back for the next items, both ways: every item arrives and returns with
+    its own contents."""
+    needs(kind)
+    pool = pools(2)
+    values = [make(kind, 4 * MIB, i) for i in range(24)]
+    if call == "map":
+        outcomes = pool.map(roundtrip, values, chunksize=1)
+    else:
+        outcomes = list(pool.imap(roundtrip, iter(values)))
+    assert [received for received, _ in outcomes] == [describe(v) for v in values]
+    assert [describe(back) for _, back in outcomes] == [describe(v) for v in values]
+    del outcomes
+    close_and_check(pool, audit)
+    assert_no_segments_left()
+
+
+@pytest.mark.timeout(60)
+def test_large_arguments_are_sent_while_workers_hold_their_segments(
+    pools: Callable[..., procpool.Pool], rendezvous: Rendezvous, audit: Audit
+) -> None:
+    """The parent waits only a little for segments to come back: tasks that keep theirs (they
+    block, their arguments mapped) do not hold up the submission of more large arguments."""
+    pool = pools(2)
+    held = [
+        pool.apply_async(receive_then_block, (rendezvous.address, make("bytes", 2 * MIB, i)))
+        for i in range(4)
+    ]
+    pids = {rendezvous.accept(), rendezvous.accept()}  # both workers hold one, two queued
+    values = [make("bytes", 2 * MIB, 0x40 + i) for i in range(8)]
+    more = [pool.apply_async(roundtrip, (v,)) for v in values]  # returns while they hold on
+    assert len(pids) == 2
+    rendezvous.release_all()
+    for _ in range(2):  # the two queued behind them
+        rendezvous.accept()
+    rendezvous.release_all()
+    assert [r.get(timeout=WAIT) for r in held] == [
+        describe(make("bytes", 2 * MIB, i)) for i in range(4)
+    ]
+    assert [r.get(timeout=WAIT) for r in more] == [(describe(v), v) for v in values]
+    del held, more
+    close_and_check(pool, audit)
+    assert_no_segments_left()
+
+
 # -- workers killed around a large transfer ---------------------------------------------------
 
 
