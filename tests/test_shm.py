@@ -306,3 +306,27 @@ def test_a_feeder_submits_each_task_with_segments_as_soon_as_it_is_pickled() -> 
         ("length", 9),
         ("ended",),
     ]
+
+
+def test_a_submission_that_fails_early_is_not_taken_for_the_inputs_failure() -> None:
+    events: list[Any] = []
+
+    class Terminated(Exception):
+        pass
+
+    class Backend:
+        def submit(self, tasks: list[Any]) -> None:
+            raise Terminated
+
+    feeder = Feeder(
+        Backend(),  # type: ignore[arg-type]
+        RecordingSink(events),
+        ["big", "big"],
+        fixed_size(1),
+        lambda mode, chunk, sink, index: SimpleNamespace(index=index, segments=["s"]),
+        Mode.MAP,
+        lambda: events.append(("ended",)),
+    )
+    with pytest.raises(Terminated):
+        feeder.start(first_in_caller=True)
+    assert events == [("noted", 1), ("length", 1), ("ended",)]

@@ -186,29 +186,32 @@ class Feeder:
     def _read(self, room: int) -> tuple[list[PreparedTask], int, int, BaseException | None]:
         """Pickle up to ``room`` chunks. Returns the tasks not submitted yet, the chunks read,
         those of them not submitted yet, and the exception the input raised, if any."""
-        tasks = []
+        tasks: list[PreparedTask] = []
         read = submitted = 0
-        try:
-            for chunk in islice(self._chunks, room):
-                read += 1
-                self._sink._note_chunk(self._index, len(chunk))
-                try:
-                    tasks.append(self._prepare(self._mode, chunk, self._sink, self._index))
-                except Exception as exc:
-                    # This chunk would not pickle: it fails alone and the input goes on, as
-                    # in the standard library.
-                    self._sink._fail(self._index, exc)
-                self._index += 1
-                if tasks and tasks[-1].segments:
-                    # Its large buffers are in shared-memory segments: submitted at once, the
-                    # task runs while the next ones are pickled, and its segments come back in
-                    # time to be reused for them instead of new ones.
-                    self._submit(tasks, read - submitted)
-                    tasks, submitted = [], read
-        except Exception as exc:
-            # The input itself raised: its exception ends the results.
-            return tasks, read, read - submitted, exc
-        return tasks, read, read - submitted, None
+        chunks = islice(self._chunks, room)
+        while True:
+            try:
+                chunk = next(chunks, None)
+            except Exception as exc:
+                # The input itself raised: its exception ends the results.
+                return tasks, read, read - submitted, exc
+            if chunk is None:
+                return tasks, read, read - submitted, None
+            read += 1
+            self._sink._note_chunk(self._index, len(chunk))
+            try:
+                tasks.append(self._prepare(self._mode, chunk, self._sink, self._index))
+            except Exception as exc:
+                # This chunk would not pickle: it fails alone and the input goes on, as in the
+                # standard library.
+                self._sink._fail(self._index, exc)
+            self._index += 1
+            if tasks and tasks[-1].segments:
+                # Its large buffers are in shared-memory segments: submitted at once, the task
+                # runs while the next ones are pickled, and its segments come back in time to
+                # be reused for them instead of new ones.
+                self._submit(tasks, read - submitted)
+                tasks, submitted = [], read
 
     def _end(self, chunks_fed: int | None) -> None:
         if self._done:
