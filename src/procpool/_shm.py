@@ -423,6 +423,7 @@ class SegmentMaps:
                     if stale is not None:
                         os.close(stale)
                     self._fds[ref.sid] = fds.pop(0)
+                # No MAP_POPULATE here: fault-around maps pages in sixteens as they are read.
                 maps.append(mmap.mmap(self._fds[ref.sid], ref.length, flags=mmap.MAP_SHARED))
                 sids.append(ref.sid)
         return Lent(sids, maps)
