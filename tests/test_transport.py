@@ -104,6 +104,18 @@ def resident(pid: int | str = "self") -> int:
         return int(f.read().split()[1]) * PAGE
 
 
+def filled(pid: int | str = "self") -> int:
+    """A process's resident memory plus the pages of the segments it holds: a new segment is
+    filled with write(2), so its pages grow without being mapped (resident)."""
+    total = resident(pid)
+    for fd in memfds(pid):
+        try:
+            total += os.stat(f"/proc/{pid}/fd/{fd}").st_blocks * 512
+        except FileNotFoundError:
+            continue
+    return total
+
+
 def wait_for(condition: Callable[[], bool], what: str) -> None:
     """Wait (bounded, without sleeping: yielding the CPU) until ``condition()`` holds."""
     deadline = time.monotonic() + WAIT
@@ -411,6 +423,57 @@ def test_segments_are_reused(pools: Callable[..., procpool.Pool], audit: Audit, 
     assert_no_segments_left()
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("call", ["map", "imap"])
+@pytest.mark.parametrize("kind", ["bytes", "np-uint8"])
+def test_a_map_over_large_values_reuses_segments_without_mixing_them(
+    pools: Callable[..., procpool.Pool], audit: Audit, kind: str, call: str
+) -> None:
+    """A map submits each task as soon as its large arguments are in segments and reuses the
+    segments that come back for the next items, both ways: every item arrives and returns with
+    its own contents."""
+    needs(kind)
+    pool = pools(2)
+    values = [make(kind, 4 * MIB, i) for i in range(24)]
+    if call == "map":
+        outcomes = pool.map(roundtrip, values, chunksize=1)
+    else:
+        outcomes = list(pool.imap(roundtrip, iter(values)))
+    assert [received for received, _ in outcomes] == [describe(v) for v in values]
+    assert [describe(back) for _, back in outcomes] == [describe(v) for v in values]
+    del outcomes
+    close_and_check(pool, audit)
+    assert_no_segments_left()
+
+
+@pytest.mark.timeout(60)
+def test_large_arguments_are_sent_while_workers_hold_their_segments(
+    pools: Callable[..., procpool.Pool], rendezvous: Rendezvous, audit: Audit
+) -> None:
+    """The parent waits only a little for segments to come back: tasks that keep theirs (they
+    block, their arguments mapped) do not hold up the submission of more large arguments."""
+    pool = pools(2)
+    held = [
+        pool.apply_async(receive_then_block, (rendezvous.address, make("bytes", 2 * MIB, i)))
+        for i in range(4)
+    ]
+    pids = {rendezvous.accept(), rendezvous.accept()}  # both workers hold one, two queued
+    values = [make("bytes", 2 * MIB, 0x40 + i) for i in range(8)]
+    more = [pool.apply_async(roundtrip, (v,)) for v in values]  # returns while they hold on
+    assert len(pids) == 2
+    rendezvous.release_all()
+    for _ in range(2):  # the two queued behind them
+        rendezvous.accept()
+    rendezvous.release_all()
+    assert [r.get(timeout=WAIT) for r in held] == [
+        describe(make("bytes", 2 * MIB, i)) for i in range(4)
+    ]
+    assert [r.get(timeout=WAIT) for r in more] == [(describe(v), v) for v in values]
+    del held, more
+    close_and_check(pool, audit)
+    assert_no_segments_left()
+
+
 # -- workers killed around a large transfer ---------------------------------------------------
 
 
@@ -474,7 +537,7 @@ def test_worker_killed_holding_a_large_argument(
 @pytest.mark.parametrize(
     ("kind", "size", "grows"),
     [
-        # Out of band: the worker copies 200 MB into a new segment (its memory grows), then
+        # Out of band: the worker copies 200 MB into a new segment (its pages grow), then
         # sends a small frame with the descriptor: it dies while the segment fills.
         ("bytes", 200 * MIB, "worker"),
         # In band: the frame itself is 128 MB; the parent allocates its buffer when the header
@@ -499,10 +562,10 @@ def test_worker_killed_while_it_sends_a_large_result(
     pid = rendezvous.accept()  # the value is made; the task waits to return it
     others = [pool.apply_async(roundtrip, (make("bytes", MIB, i),)) for i in range(4)]
     watched = pid if grows == "worker" else "self"
-    start = resident(watched)
+    start = filled(watched)
     rendezvous.release_all()
     # Killed early in the transfer: much of it is still to come, whatever the machine's load.
-    wait_for(lambda: resident(watched) >= start + size // 8, "the result is on its way")
+    wait_for(lambda: filled(watched) >= start + size // 8, "the result is on its way")
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(WorkerLostError, match=rf"\b{pid}\b.*SIGKILL"):
         doomed.get(timeout=WAIT)

@@ -96,8 +96,9 @@ def _process_backend(settings: Settings) -> Built:
     # library, so they may hold queues, locks and shared values.
     initializer = settings.initializer
     init = None if initializer is None else (dumps_callable(initializer[0]), initializer[1])
-    # Large buffers of the arguments are copied into these shared-memory segments.
-    segments = SegmentPool()
+    # Large buffers of the arguments are copied into these shared-memory segments; two for each
+    # worker keep them all busy (one task running, the next on its way) while others are reused.
+    segments = SegmentPool(depth=2 * size)
     backend = ProcessBackend(
         settings.context if settings.context is not None else get_context(),
         size,

@@ -165,11 +165,8 @@ class Feeder:
             if room == 0:  # stopped: the pool was terminated, or the result has failed
                 self._end(None)
                 return
-            tasks, read, failure = self._read(room)
-            if read:
-                self._sink._note_submitted(read)
-            if tasks:
-                self._backend.submit(tasks)
+            tasks, read, pending, failure = self._read(room)
+            self._submit(tasks, pending)
             if failure is not None:
                 self._sink._input_failed(self._index, failure)
                 self._index += 1
@@ -180,23 +177,41 @@ class Feeder:
             self._end(self._index)
             raise
 
-    def _read(self, room: int) -> tuple[list[PreparedTask], int, BaseException | None]:
-        tasks = []
-        read = 0
-        try:
-            for chunk in islice(self._chunks, room):
-                read += 1
-                self._sink._note_chunk(self._index, len(chunk))
-                try:
-                    tasks.append(self._prepare(self._mode, chunk, self._sink, self._index))
-                except Exception as exc:
-                    # This chunk would not pickle: it fails alone and the input goes on, as
-                    # in the standard library.
-                    self._sink._fail(self._index, exc)
-                self._index += 1
-        except Exception as exc:
-            return tasks, read, exc  # the input itself raised: its exception ends the results
-        return tasks, read, None
+    def _submit(self, tasks: list[PreparedTask], chunks: int) -> None:
+        if chunks:
+            self._sink._note_submitted(chunks)
+        if tasks:
+            self._backend.submit(tasks)
+
+    def _read(self, room: int) -> tuple[list[PreparedTask], int, int, BaseException | None]:
+        """Pickle up to ``room`` chunks. Returns the tasks not submitted yet, the chunks read,
+        those of them not submitted yet, and the exception the input raised, if any."""
+        tasks: list[PreparedTask] = []
+        read = submitted = 0
+        chunks = islice(self._chunks, room)
+        while True:
+            try:
+                chunk = next(chunks, None)
+            except Exception as exc:
+                # The input itself raised: its exception ends the results.
+                return tasks, read, read - submitted, exc
+            if chunk is None:
+                return tasks, read, read - submitted, None
+            read += 1
+            self._sink._note_chunk(self._index, len(chunk))
+            try:
+                tasks.append(self._prepare(self._mode, chunk, self._sink, self._index))
+            except Exception as exc:
+                # This chunk would not pickle: it fails alone and the input goes on, as in the
+                # standard library.
+                self._sink._fail(self._index, exc)
+            self._index += 1
+            if tasks and tasks[-1].segments:
+                # Its large buffers are in shared-memory segments: submitted at once, the task
+                # runs while the next ones are pickled, and its segments come back in time to
+                # be reused for them instead of new ones.
+                self._submit(tasks, read - submitted)
+                tasks, submitted = [], read
 
     def _end(self, chunks_fed: int | None) -> None:
         if self._done:

@@ -14,11 +14,25 @@ Segments are anonymous (``memfd_create``): they have no name in ``/dev/shm`` and
 them when the last descriptor and mapping are gone, so a process killed at any moment of a
 transfer leaks nothing and no resource tracker is involved.
 
-Segments are reused, because writing into fresh pages costs a page fault per 4 KiB, several
-times the copy itself. Each side keeps the segments it sent; the receiver keeps its mapping of
-each and says when nothing of its side refers to one any more (no object holds a buffer from it),
-and the sender then writes the next buffer into the same, already mapped pages. A segment the
-receiver cannot let go of (the user kept the array) is never written again.
+Segments are reused, because new pages cost several times the copy itself: the kernel
+allocates, zeroes and accounts for each 4 KiB page (measured on Linux 6.18 for 32 MB: a new
+segment mapped and faulted in, then filled, 20-24 ms; filled with ``write(2)``, 12 ms; a copy
+into a reused, mapped segment, 2.5-3 ms). Each side keeps the segments it sent; the receiver maps
+each one afresh for every transfer and says when nothing of its side refers to it any more (no
+object holds a buffer from it), and the sender then writes the next buffer into the same pages.
+A segment the receiver cannot let go of (the user kept the array) is never written again.
+
+Reuse within one call matters as much as across calls: a ``map`` over large arrays submits each
+task as soon as its arguments are in segments, and the parent, rather than make a new segment
+while the workers already hold a couple each, waits a little for one of them to come back (at
+most about what a new one would cost, and not again until one does come back, so that
+receivers which keep their segments for long cost one such wait, not one per buffer).
+
+The receiver maps without ``MAP_POPULATE``: its read faults map 16 pages each (the kernel's
+fault-around), cheaper than populating pages a task may never touch. Transparent huge pages
+would cut the faults further, but shared memory gets them only where the administrator enabled
+them (``/sys/kernel/mm/transparent_hugepage/shmem_enabled``), and ``MFD_HUGETLB`` needs reserved
+huge pages: neither is the rule, so neither is relied on.
 
 This module is imported by workers: it uses the standard library only.
 """
@@ -30,6 +44,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -53,6 +68,10 @@ _GRANULE = 1 << 20
 _KEEP_FREE = 1 << 30
 # A free segment is reused for a buffer of at least this fraction of its size.
 _MIN_FILL = 0.5
+# A sender waits for a segment to come back at most this long per byte of the buffer: about
+# what making and filling a new segment costs (write(2) into new pages runs at 2-3 GB/s), so
+# that a wait in vain at most doubles that cost.
+_WAIT_PER_BYTE = 1 / 2e9
 _PROTOCOL = 5
 
 
@@ -65,32 +84,60 @@ class SegmentRef(NamedTuple):
 
 
 class Segment:
-    """A shared-memory segment the sender owns: its descriptor and its writable mapping."""
+    """A shared-memory segment the sender owns: its descriptor and, once reused, a mapping."""
 
     __slots__ = ("capacity", "fd", "length", "mapped_by", "mm", "sid")
 
     def __init__(self, sid: int, capacity: int) -> None:
         self.sid = sid
         self.capacity = capacity
-        self.length = 0
+        self.length = 0  # bytes written last; 0 until the first write
         self.fd = os.memfd_create(f"procpool-{sid}", os.MFD_CLOEXEC)
         try:
             os.ftruncate(self.fd, capacity)
-            # MAP_POPULATE: the kernel allocates every page at once instead of one fault each.
-            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            self.mm = mmap.mmap(self.fd, capacity, flags=flags)
         except BaseException:
             os.close(self.fd)
             raise
+        self.mm: mmap.mmap | None = None
         self.mapped_by: set[int] = set()  # receivers (worker ids) that keep a mapping of it
 
     def write(self, buffer: memoryview) -> None:
-        self.length = buffer.nbytes
-        self.mm[: self.length] = buffer
+        """Copy ``buffer`` to the start of the segment.
+
+        The first write goes through ``write(2)``, which allocates the pages as it fills them:
+        about twice as fast as faulting a fresh mapping in page by page (the kernel zeroes each
+        faulted page before the copy overwrites it), and the GIL is released meanwhile. A
+        reused segment's pages exist already: it is mapped once, and later writes are a plain
+        copy into that mapping, faster again than ``write(2)``."""
+        data = buffer.cast("B")
+        fresh = self.length == 0
+        self.length = data.nbytes
+        if fresh:
+            _write_all(self.fd, data)
+            return
+        if self.mm is None:
+            # MAP_POPULATE: the existing pages are mapped in one call, not one fault each.
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            self.mm = mmap.mmap(self.fd, self.capacity, flags=flags)
+        self.mm[: self.length] = data
 
     def close(self) -> None:
-        self.mm.close()
+        if self.mm is not None:
+            self.mm.close()
         os.close(self.fd)
+
+
+def _fits(segment: Segment, size: int) -> bool:
+    """Whether a buffer of ``size`` bytes may go into ``segment`` (not wasting most of it)."""
+    return segment.capacity * _MIN_FILL <= size <= segment.capacity
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    """Write ``data`` at the start of ``fd``, in as many calls as it takes (Linux writes at
+    most about 2 GiB a call)."""
+    done = 0
+    while done < data.nbytes:
+        done += os.pwrite(fd, data[done:], done)
 
 
 class SegmentPool:
@@ -99,36 +146,92 @@ class SegmentPool:
     Thread-safe: the parent allocates in callers' threads and frees on the scheduler thread.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, depth: int = 0) -> None:
+        """``depth``: how many segments that would fit a buffer the receivers may hold before
+        :meth:`take` waits a little for one of them to come back instead of making a new one
+        (0: it never waits). A new segment costs several times a copy into a reused one, and
+        a map over large arrays would otherwise make one for nearly every array, pickled while
+        the first ones are on their way; ``depth`` is what keeps every receiver busy."""
         self._lock = threading.Lock()
+        self._returned = threading.Condition(self._lock)
+        self._depth = depth
         self._next = 0
         self._free: list[Segment] = []
         self._free_bytes = 0
         self._lent: dict[int, Segment] = {}
+        # A wait ran out (the receivers hold their segments for long): no more waiting until
+        # one comes back, so that waiting in vain costs at most once per return.
+        self._stalled = False
+        self._closed = False
 
-    def take(self, buffer: memoryview) -> Segment:
-        """A segment holding a copy of ``buffer``, lent until :meth:`give_back`."""
+    def take(self, buffer: memoryview, pending: Iterable[Segment] = ()) -> Segment:
+        """A segment holding a copy of ``buffer``, lent until :meth:`give_back`. ``pending``:
+        segments taken for the same message, which cannot come back while it is made.
+
+        Raises ValueError once the pool is closed (terminated while this was pickled): a
+        segment made then would never be closed."""
         size = buffer.nbytes
-        segment = self._reuse(size)
-        if segment is None:
-            with self._lock:
+        with self._lock:
+            segment = self._reuse(size)
+            if segment is None and self._worth_waiting(size, pending):
+                segment = self._wait_for(size)
+            self._check_open()
+            if segment is None:
                 sid = self._next
                 self._next += 1
+        if segment is None:
             segment = Segment(sid, max(_GRANULE, -(-size // _GRANULE) * _GRANULE))
-        segment.write(buffer)
-        with self._lock:
-            self._lent[segment.sid] = segment
+        try:
+            segment.write(buffer)
+            with self._lock:
+                self._check_open()
+                self._lent[segment.sid] = segment
+        except BaseException:
+            self._drop(segment)
+            raise
         return segment
 
-    def _reuse(self, size: int) -> Segment | None:
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("Pool not running")
+
+    def _drop(self, segment: Segment) -> None:
+        """A segment that could not be lent (out of memory, say, or the pool closed): one that
+        receivers have mapped stays free for reuse (closed, it would leave them a stale
+        descriptor), unless the pool is closed; any other goes."""
         with self._lock:
-            fits = [s for s in self._free if size <= s.capacity and size >= s.capacity * _MIN_FILL]
-            if not fits:
+            if segment.mapped_by and not self._closed:
+                self._free.append(segment)
+                self._free_bytes += segment.capacity
+                return
+        segment.close()
+
+    def _reuse(self, size: int) -> Segment | None:
+        fits = [s for s in self._free if _fits(s, size)]
+        if not fits:
+            return None
+        segment = min(fits, key=lambda s: s.capacity)
+        self._free.remove(segment)
+        self._free_bytes -= segment.capacity
+        return segment
+
+    def _worth_waiting(self, size: int, pending: Iterable[Segment]) -> bool:
+        if not self._depth or self._stalled or self._closed:
+            return False
+        away = sum(_fits(s, size) for s in self._lent.values())
+        return away - sum(_fits(s, size) for s in pending) >= self._depth
+
+    def _wait_for(self, size: int) -> Segment | None:
+        """A segment given back within about the time a new one would take to make and fill;
+        None if none came."""
+        deadline = time.monotonic() + size * _WAIT_PER_BYTE
+        while (segment := self._reuse(size)) is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._closed:
+                self._stalled = True
                 return None
-            segment = min(fits, key=lambda s: s.capacity)
-            self._free.remove(segment)
-            self._free_bytes -= segment.capacity
-            return segment
+            self._returned.wait(left)
+        return segment
 
     def lent(self, sid: int) -> Segment | None:
         with self._lock:
@@ -147,6 +250,8 @@ class SegmentPool:
                 if reusable and self._free_bytes + segment.capacity <= _KEEP_FREE:
                     self._free.append(segment)
                     self._free_bytes += segment.capacity
+                    self._stalled = False
+                    self._returned.notify_all()
                 else:
                     closed.append(segment)
         for segment in closed:
@@ -171,6 +276,8 @@ class SegmentPool:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
+            self._returned.notify_all()
             segments = [*self._free, *self._lent.values()]
             self._free.clear()
             self._lent.clear()
@@ -247,7 +354,7 @@ def dumps(
             return True  # not contiguous: pickle copies it in band
         if raw.nbytes < OOB_THRESHOLD:
             return True
-        segments.append(pool.take(raw))
+        segments.append(pool.take(raw, segments))
         return False
 
     try:
@@ -316,8 +423,8 @@ class SegmentMaps:
                     if stale is not None:
                         os.close(stale)
                     self._fds[ref.sid] = fds.pop(0)
-                flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-                maps.append(mmap.mmap(self._fds[ref.sid], ref.length, flags=flags))
+                # No MAP_POPULATE here: fault-around maps pages in sixteens as they are read.
+                maps.append(mmap.mmap(self._fds[ref.sid], ref.length, flags=mmap.MAP_SHARED))
                 sids.append(ref.sid)
         return Lent(sids, maps)
 
