@@ -577,7 +577,11 @@ class Policy:
     def _recall_for_idle(self) -> list[Action]:
         """Nothing is pending but a worker is idle: ask busy workers for the tasks queued
         behind their running ones, when those stand for enough work to be worth the trip."""
-        if not any(w.phase is _Phase.IDLE and not w.retiring for w in self._workers.values()):
+        # (This runs after every report while workers wait for input: a plain loop is cheapest.)
+        for worker in self._workers.values():
+            if worker.phase is _Phase.IDLE and not worker.retiring:
+                break
+        else:
             return []
         actions: list[Action] = []
         for worker in self._workers.values():

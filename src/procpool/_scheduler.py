@@ -75,6 +75,7 @@ from ._protocol import (
     STOP,
     TASKS,
     Mode,
+    Status,
     WireTask,
     pack_ids,
     pack_tasks,
@@ -299,9 +300,9 @@ class ProcessBackend:
             self._read(handle)
 
     def _drain_inbox(self) -> None:
+        # One byte is written per wake-up (see _post): one read drains the pipe.
         with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake_r, 4096):
-                pass
+            os.read(self._wake_r, 4096)
         # Cleared after the pipe is drained and before the inbox is: a call posted from here on
         # either writes a new byte or is found by the loop below.
         self._wake_pending = False
@@ -366,9 +367,9 @@ class ProcessBackend:
         # must not be delivered: the task belongs to its next attempt.
         if self._policy.expects_report(handle.wid, task_id):
             task = self._core.task(task_id)
-            again = self._core.completed(
-                task_id, done.status, done.payload, lent, f"in worker process {handle.process.pid}"
-            )
+            # (Where it ran is named only for the record of an attempt that runs again.)
+            where = f"in worker process {handle.process.pid}" if done.status is Status.RETRY else ""
+            again = self._core.completed(task_id, done.status, done.payload, lent, where)
             if task is not None and not again:
                 self._give_back(task, done.released)
         self._execute(
