@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 import pytest
@@ -29,7 +28,6 @@ class InlineBackend:
 
     def __init__(self) -> None:
         self.tasks: list[PreparedTask] = []
-        self.sources = 0
         self.closed = False
         self.terminated = False
         self.done = threading.Event()
@@ -50,12 +48,6 @@ class InlineBackend:
             )
             task.sink._deliver(task.index, Status(status), memoryview(payload))
 
-    def open_source(self) -> None:
-        self.sources += 1
-
-    def close_source(self) -> None:
-        self.sources -= 1
-
     def cancel(self, sink: ResultSink) -> bool:
         return False  # every task finished as it was submitted
 
@@ -72,12 +64,6 @@ class InlineBackend:
 
     def item_seconds(self) -> float | None:
         return 1e-6
-
-    def repopulate(self) -> None:
-        pass
-
-    def processes(self) -> list[BaseProcess]:
-        return []
 
 
 @pytest.fixture
@@ -106,8 +92,31 @@ def test_the_facade_runs_every_method_on_any_backend(backend: InlineBackend) -> 
         assert pool._pool == []
     assert backend.closed
     assert not backend.terminated
-    assert backend.sources == 0  # every imap feed was closed
     assert got == [5]
+
+
+def test_a_closed_pool_closes_its_backend_once_every_imap_input_is_read(
+    backend: InlineBackend,
+) -> None:
+    pool = procpool.Pool(backend="inline-fake")
+    ready = threading.Event()
+    go_on = threading.Event()
+
+    def slow_input() -> Any:
+        yield 1
+        ready.set()
+        assert go_on.wait(10)
+        yield 2
+
+    results = pool.imap(abs, slow_input(), chunksize=1)
+    assert ready.wait(10)  # the feeder is reading the input
+    pool.close()
+    # The input may still yield tasks: the backend must not be told that none will come.
+    assert not backend.closed
+    go_on.set()
+    assert list(results) == [1, 2]
+    pool.join()
+    assert backend.closed
 
 
 def test_automatic_chunks_follow_the_backends_measure(backend: InlineBackend) -> None:

@@ -639,32 +639,6 @@ def test_close_death_without_pending_work_does_not_respawn() -> None:
     assert policy.finished
 
 
-def test_open_source_keeps_workers_alive_after_close() -> None:
-    policy = started(2)
-    policy.source_opened()
-    assert policy.close() == []  # the source may still submit
-    assert policy.submit(tasks(1)) == [Send(0, (1,))]
-    assert policy.task_done(0, 1) == []
-    assert not policy.finished
-    # An idle worker that dies is replaced while the source is open.
-    assert policy.worker_exited(1) == [Spawn(2)]
-    policy.worker_ready(2)
-    assert policy.source_closed() == [Stop(0), Stop(2)]
-    policy.worker_exited(0)
-    assert not policy.finished
-    policy.worker_exited(2)
-    assert policy.finished
-
-
-def test_source_closing_while_busy_stops_workers_as_they_finish() -> None:
-    policy = started(2)
-    policy.source_opened()
-    policy.close()
-    policy.submit(tasks(1))
-    assert policy.source_closed() == [Stop(1)]
-    assert policy.task_done(0, 1) == [Stop(0)]
-
-
 # -- terminate --------------------------------------------------------------------------------
 
 

@@ -636,7 +636,6 @@ class World:
         self.reported: dict[int, Status] = {}  # how the report that ended a task said it ended
         self.terminated = False
         self.log: list[str] = []
-        self.open_sources = 0
         self.busy_rate = rng.choice([0.2, 1.0])  # light load leaves workers idle at times
 
     # -- the scheduler's side: carrying out actions ------------------------------------------
@@ -853,10 +852,6 @@ class World:
         self.core.break_pool(InitializerError("the pool's initializer raised"))
         self.call("break_pool")
 
-    def close_source(self) -> None:
-        self.open_sources -= 1
-        self.call("source_closed")
-
     # -- checks --------------------------------------------------------------------------------
 
     def check_consistent(self) -> None:
@@ -951,13 +946,6 @@ class World:
             every = list(self.tasks)
             tid = rng.choice(rng.choice([every, running or every, waiting or every]))
             self.cancel(self.tasks[tid].sink)  # type: ignore[arg-type]
-        elif roll < 0.98:
-            # A lazy source (an imap) opens, or one open ends.
-            if self.open_sources < 2 and self.policy.state is Lifecycle.RUN:
-                self.open_sources += 1
-                self.call("source_opened")
-            elif self.open_sources:
-                self.close_source()
         elif roll < 0.9805:
             self.break_pool()
 
@@ -965,10 +953,6 @@ class World:
         """After close: run everything out until the policy has finished, with a few more
         crashes once nothing is pending (the last tasks' losses, and their retries, are where
         a closed pool may forget to keep a worker)."""
-        while self.open_sources:
-            if self.policy.state is Lifecycle.CLOSE:
-                assert not self.policy.finished, self.trace("finished with a source open")
-            self.close_source()
         crashes = 5
         for _ in range(10_000):
             self.check_consistent()

@@ -3,8 +3,9 @@
 The facade turns calls into :class:`PreparedTask` objects (function and arguments already
 pickled, in the caller's thread) and hands them to a :class:`Backend`; the backend reports each
 task's outcome to the task's :class:`ResultSink`. The local process backend
-(``_scheduler.ProcessBackend``) is one implementation; a cluster backend implements the same few
-methods and the facade never knows which it talks to.
+(``_scheduler.ProcessBackend``) and the Dask backend (``_dask.DaskBackend``) implement the same
+few methods, and the facade never knows which it talks to. What only a backend of local worker
+processes can do (list them, start missing ones now) is the separate :class:`LocalWorkers`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ._protocol import Mode, Status
 from ._shm import Lent, Segment
 
-__all__ = ["Backend", "HeldWakes", "PreparedTask", "ResultSink", "wakes"]
+__all__ = ["Backend", "HeldWakes", "LocalWorkers", "PreparedTask", "ResultSink", "wakes"]
 
 
 class HeldWakes(threading.local):
@@ -104,17 +105,12 @@ class Backend(Protocol):
     def submit(self, tasks: list[PreparedTask]) -> None:
         """Queue tasks; each one's outcome reaches its sink, whatever happens to the pool."""
 
-    def open_source(self) -> None:
-        """A lazy producer (an imap feeder) will submit more: keep going until it closes."""
-
-    def close_source(self) -> None:
-        """The lazy producer opened with :meth:`open_source` has submitted everything."""
-
     def cancel(self, sink: ResultSink) -> bool:
         """Cancel the sink's unfinished tasks (stopping them if they run); False if none was."""
 
     def close(self) -> None:
-        """Accept no new work; finish what was submitted, then release the workers."""
+        """No more tasks will come; finish what was submitted, then release the workers.
+        (The facade calls it once every lazy producer, an imap's feeder, has ended.)"""
 
     def terminate(self) -> None:
         """Stop at once: fail every unfinished task, end every worker; returns when done."""
@@ -125,8 +121,14 @@ class Backend(Protocol):
     def item_seconds(self) -> float | None:
         """How long one call takes, as measured lately (None: not yet): sizes map chunks."""
 
+
+@runtime_checkable
+class LocalWorkers(Protocol):
+    """A backend whose workers are this machine's processes (the standard library's
+    ``Pool._pool`` and ``_repopulate_pool`` look at them)."""
+
     def repopulate(self) -> None:
         """Bring the workers back to full strength now."""
 
     def processes(self) -> list[BaseProcess]:
-        """The worker processes alive at this moment (empty for a backend without them)."""
+        """The worker processes alive at this moment."""

@@ -37,7 +37,6 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 from ._backend import PreparedTask, ResultSink
@@ -112,7 +111,6 @@ class DaskBackend:
         self._attempts: dict[str, _Attempt] = {}  # key -> attempts in flight
         self._keys = itertools.count()
         self._state = Lifecycle.RUN
-        self._sources = 0  # lazy producers still feeding
         self._closed = False  # close() was called: release the cluster once the work is done
         self._item_seconds: float | None = None
         self._done = threading.Event()
@@ -147,15 +145,6 @@ class DaskBackend:
         ids = self._core.add(tasks)  # none once terminated or broken: failed already
         if ids:
             self._start([_Attempt(i, task) for i, task in zip(ids, tasks, strict=True)])
-
-    def open_source(self) -> None:
-        with self._lock:
-            self._sources += 1
-
-    def close_source(self) -> None:
-        with self._lock:
-            self._sources -= 1
-            self._finish_if_done()
 
     def cancel(self, sink: ResultSink) -> bool:
         cancelled = self._core.cancel(sink)
@@ -199,12 +188,6 @@ class DaskBackend:
 
     def item_seconds(self) -> float | None:
         return self._item_seconds
-
-    def repopulate(self) -> None:
-        """Nothing to do: the cluster's deployment decides how many workers it has."""
-
-    def processes(self) -> list[BaseProcess]:
-        return []
 
     # -- submitting attempts ------------------------------------------------------------------
 
@@ -455,13 +438,7 @@ class DaskBackend:
     def _finish_if_done(self) -> None:
         """(Under the lock.) Closed with nothing left to run: release the cluster on a thread of
         its own (this may be one of Dask's threads)."""
-        if (
-            not self._closed
-            or self._core
-            or self._sources
-            or self._finisher is not None
-            or self._done.is_set()
-        ):
+        if not self._closed or self._core or self._finisher is not None or self._done.is_set():
             return
         self._finisher = threading.Thread(
             target=self._finish, name=f"{self._name}-shutdown", daemon=True

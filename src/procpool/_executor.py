@@ -412,7 +412,7 @@ class ProcessPoolExecutor(concurrent.futures.ProcessPoolExecutor):
     @property
     def _processes(self) -> dict[int | None, BaseProcess]:  # type: ignore[override]
         """The worker processes alive now, by pid."""
-        return {p.pid: p for p in self._procpool._backend.processes()}
+        return {p.pid: p for p in self._procpool._pool}
 
     @property
     def _executor_manager_thread(self) -> _Machinery:  # type: ignore[override]

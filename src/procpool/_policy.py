@@ -215,7 +215,6 @@ class Policy:
         self._workers: dict[int, _Worker] = {}
         self._next_wid = 0
         self._startup_failures = 0
-        self._open_sources = 0
         # Cancelled tasks a worker still holds (it may run them); their reports are ignored.
         self._cancelled: set[int] = set()
 
@@ -228,7 +227,7 @@ class Policy:
             return False
         if self.state in (Lifecycle.TERMINATE, Lifecycle.BROKEN):
             return True
-        return self.state is Lifecycle.CLOSE and not self._pending and not self._open_sources
+        return self.state is Lifecycle.CLOSE and not self._pending
 
     @property
     def pending_count(self) -> int:
@@ -270,14 +269,6 @@ class Policy:
         (After close, the loss that preceded this may have left no worker to run it.)"""
         self._pending.appendleft(task)
         return self._replenish() + self._dispatch()
-
-    def source_opened(self) -> None:
-        """A lazy task source (an imap) may still submit tasks: do not wind down before it ends."""
-        self._open_sources += 1
-
-    def source_closed(self) -> list[Action]:
-        self._open_sources -= 1
-        return self._dispatch()
 
     def worker_ready(self, wid: int) -> list[Action]:
         worker = self._workers[wid]
@@ -436,7 +427,7 @@ class Policy:
         return actions + self._replenish() + self._dispatch()
 
     def close(self) -> list[Action]:
-        """No more tasks will come (but lazy sources already open may still add theirs)."""
+        """No more tasks will come: run what is pending, then stop the workers."""
         if self.state is Lifecycle.RUN:
             self.state = Lifecycle.CLOSE
         return self._dispatch()
@@ -467,7 +458,7 @@ class Policy:
     def _wants_workers(self) -> bool:
         if self.state is Lifecycle.RUN:
             return True
-        return self.state is Lifecycle.CLOSE and bool(self._pending or self._open_sources)
+        return self.state is Lifecycle.CLOSE and bool(self._pending)
 
     def _replenish(self) -> list[Action]:
         if not self._wants_workers():

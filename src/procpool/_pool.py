@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sized
 from types import FunctionType
 from typing import Any, NoReturn, TypeVar, Unpack
 
-from ._backend import Backend, PreparedTask
+from ._backend import Backend, LocalWorkers, PreparedTask
 from ._backends import make_backend
 from ._callbacks import CallbackRunner
 from ._context import get_context
@@ -145,12 +145,13 @@ class Pool(multiprocessing.pool.Pool):
 
     @property
     def _pool(self) -> list[Any]:
-        """The worker processes alive now (``multiprocessing.Pool._pool``)."""
-        return self._backend.processes()
+        """The worker processes alive now (``multiprocessing.Pool._pool``; none on a cluster)."""
+        return self._backend.processes() if isinstance(self._backend, LocalWorkers) else []
 
     def _repopulate_pool(self) -> None:
-        """Start workers until the pool is at full size again."""
-        self._backend.repopulate()
+        """Start workers until the pool is at full size again (a cluster's are its own)."""
+        if isinstance(self._backend, LocalWorkers):
+            self._backend.repopulate()
 
     def _check_running(self) -> None:
         if self._state is not Lifecycle.RUN or self._control.terminated:
@@ -444,25 +445,28 @@ class _Control:
     """The parts of a pool that its result objects and imap feeders share with it.
 
     Results may stop the whole pool (Ctrl-C while waiting) or cancel their own tasks; both go
-    through here, and so does the record of imap inputs still being read. It holds no reference
-    to the Pool, so a pool whose results are still held can be collected.
+    through here, and so does the record of imap inputs still being read: a closed pool's
+    backend is told that no more tasks will come only once every one of them has ended. It
+    holds no reference to the Pool, so a pool whose results are still held can be collected.
     """
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
         self._feeds: set[_LazyIterator[Any]] = set()
         self._lock = threading.Lock()
+        self._closing = False  # close() was called: close the backend once the feeds end
         self.terminated = False
 
     def add_feed(self, iterator: _LazyIterator[Any]) -> None:
         with self._lock:
             self._feeds.add(iterator)
-        self._backend.open_source()
 
     def feed_ended(self, iterator: _LazyIterator[Any]) -> None:
         with self._lock:
             self._feeds.discard(iterator)
-        self._backend.close_source()
+            last = self._closing and not self._feeds
+        if last:
+            self._backend.close()
 
     def cancel(self, sink: Any) -> bool:
         return self._backend.cancel(sink)
@@ -471,7 +475,11 @@ class _Control:
         for iterator in self._live_feeds():
             # join() must not wait on a consumer that stopped reading: finish those inputs.
             iterator._unthrottle()
-        self._backend.close()
+        with self._lock:
+            self._closing = True
+            ready = not self._feeds
+        if ready:
+            self._backend.close()
 
     def terminate(self) -> None:
         self.terminated = True

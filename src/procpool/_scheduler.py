@@ -194,12 +194,6 @@ class ProcessBackend:
     def submit(self, tasks: list[PreparedTask]) -> None:
         self._post(self._on_submit, tasks)
 
-    def open_source(self) -> None:
-        self._post(self._on_open_source)
-
-    def close_source(self) -> None:
-        self._post(self._on_close_source)
-
     def cancel(self, sink: ResultSink) -> bool:
         reply = _Reply()
         self._post(self._on_cancel, sink, reply)
@@ -675,12 +669,6 @@ class ProcessBackend:
                 for task_id, task in zip(ids, tasks, strict=True)
             ]
             self._execute(self._policy.submit(infos))
-
-    def _on_open_source(self) -> None:
-        self._policy.source_opened()
-
-    def _on_close_source(self) -> None:
-        self._execute(self._policy.source_closed())
 
     def _on_cancel(self, sink: ResultSink, reply: _Reply) -> None:
         cancelled = {}
