@@ -157,6 +157,7 @@ def _fork_zygote(sock: socket.socket) -> None:  # pragma: no cover - runs in the
         pid = -1
     if pid == 0:
         try:
+            util._close_stdin()  # type: ignore[attr-defined]
             _let_go_of_streams(keep={sock.fileno()})
             sock.sendall(_PID.pack(os.getpid()))
             _serve(sock)
@@ -176,7 +177,7 @@ def _fork() -> int:
 
 
 def _let_go_of_streams(keep: set[int]) -> None:  # pragma: no cover - runs in a forked child
-    """Close the pipes and sockets inherited from the parent but for ``keep``, and stdin.
+    """Close the pipes and sockets inherited from the parent but for ``keep``.
 
     The zygote lives as long as the program, and every worker it forks would inherit what it
     holds; a child forked from the program itself inherits the program's: a copy of a pipe's
@@ -185,7 +186,6 @@ def _let_go_of_streams(keep: set[int]) -> None:  # pragma: no cover - runs in a 
     terminals and devices stay open, as with ``fork``, so that log files configured before the
     first pool keep working in workers.
     """
-    util._close_stdin()  # type: ignore[attr-defined]
     for entry in os.listdir("/proc/self/fd"):
         fd = int(entry)
         if fd <= 2 or fd in keep:
@@ -384,14 +384,19 @@ def new_popen(process_obj: Any) -> popen_forkserver.Popen:
     return Popen(process_obj)
 
 
-def _pickled(popen: popen_forkserver.Popen, process_obj: Any, forked: bool) -> io.BytesIO:
-    """The preparation data and the process object, pickled as for a fork server: descriptors
-    the object holds are recorded in ``popen._fds``. ``forked``: the child is a fork of this
-    process, which needs no ``__main__`` imported again."""
-    prep_data = spawn.get_preparation_data(process_obj._name)
-    if forked:
+def _preparation(process_obj: Any, zygote: bool) -> dict[str, Any]:
+    """What a fork server's child must set up before it unpickles the process object (working
+    directory, ``sys.path``...); the zygote's children already hold ``__main__``."""
+    prep_data: dict[str, Any] = spawn.get_preparation_data(process_obj._name)
+    if zygote:
         for key in _MAIN_KEYS:
             prep_data.pop(key, None)
+    return prep_data
+
+
+def _pickled(popen: popen_forkserver.Popen, process_obj: Any, prep_data: Any) -> io.BytesIO:
+    """The preparation data and the process object, pickled as for a fork server: descriptors
+    the object holds are recorded in ``popen._fds``."""
     buf = io.BytesIO()
     set_spawning_popen(popen)
     try:
@@ -408,7 +413,8 @@ class Popen(popen_forkserver.Popen):
 
     def _launch(self, process_obj: Any) -> None:
         server = _state.server()
-        buf = _pickled(self, process_obj, forked=isinstance(server, Zygote))
+        prep_data = _preparation(process_obj, zygote=isinstance(server, Zygote))
+        buf = _pickled(self, process_obj, prep_data)
         self.sentinel, data_w = server.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
         # A duplicate of the data pipe's write end stays open as the child's sign that its
         # parent lives, as in the standard library.
@@ -434,7 +440,8 @@ class ForkPopen(popen_forkserver.Popen):
     _fds: list[int]  # set by the standard library's constructor
 
     def _launch(self, process_obj: Any) -> None:
-        buf = _pickled(self, process_obj, forked=True)
+        # A fork of this process as it is now has nothing to prepare.
+        buf = _pickled(self, process_obj, {})
         parent_r, child_w = os.pipe()  # end of file: the child has exited
         child_r, parent_w = os.pipe()  # end of file, in the child: this process has exited
         pid, zygote_end = _state.fork()
