@@ -133,7 +133,8 @@ def main() -> int:
     parser.add_argument("--child", nargs=2, metavar=("PROGRAM", "LIBRARY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(*args.child, args.processes)
+        program, library = args.child
+        child(program, library, args.processes)
         return 0
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for rep in range(args.reps):
