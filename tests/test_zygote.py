@@ -312,3 +312,40 @@ def test_the_zygote_exits_with_the_program(tmp_path: Path) -> None:
         """,
     )
     assert wait_gone({seen["zygote"]}, timeout=LIMIT) == set()
+
+
+def test_children_never_collect_the_programs_garbage(tmp_path: Path) -> None:
+    """Garbage the program had not collected yet when a child was forked stays the program's:
+    a child's collection must not run its finalizers (which could close descriptor numbers the
+    child has reused), whether the child was forked from the program or from the zygote."""
+    seen = run_program(
+        tmp_path,
+        """
+        import gc
+
+        LOG = os.path.abspath("finalized.log")
+
+        class Noisy:
+            def __del__(self):
+                with open(LOG, "a") as log:
+                    log.write(f"{os.getpid()}\\n")
+
+        def collect(_):
+            return gc.collect()
+
+        if __name__ == "__main__":
+            gc.disable()
+            cycle = Noisy()
+            cycle.self = cycle
+            del cycle
+            with procpool.Pool(1) as first, procpool.Pool(1) as second:
+                types = [popen_types(first), popen_types(second)]
+                first.apply(collect, (0,))
+                second.apply(collect, (0,))
+            gc.enable()
+            gc.collect()
+            with open(LOG) as log:
+                report(types=types, finalized_in=[int(pid) == os.getpid() for pid in log])
+        """,
+    )
+    assert seen == {"types": [["ForkPopen"], ["Popen"]], "finalized_in": [True]}

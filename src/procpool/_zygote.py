@@ -31,6 +31,7 @@ exit code). It exits when this process does (its request socket reaches end of f
 from __future__ import annotations
 
 import atexit
+import gc
 import io
 import os
 import selectors
@@ -157,6 +158,7 @@ def _fork_zygote(sock: socket.socket) -> None:  # pragma: no cover - runs in the
         pid = -1
     if pid == 0:
         try:
+            _freeze_inherited_objects()
             util._close_stdin()  # type: ignore[attr-defined]
             _let_go_of_streams(keep={sock.fileno()})
             sock.sendall(_PID.pack(os.getpid()))
@@ -164,6 +166,17 @@ def _fork_zygote(sock: socket.socket) -> None:  # pragma: no cover - runs in the
         finally:
             os._exit(0)
     sock.close()
+
+
+def _freeze_inherited_objects() -> None:  # pragma: no cover - runs in a forked child
+    """Keep this child's garbage collector away from the objects it inherited from the parent.
+
+    They are the parent's: should some be garbage there (a cycle holding a socket the parent
+    never closed, say), collecting them here would run their finalizers, closing descriptor
+    numbers that this child has closed and reused for its own. And a collection that walks
+    them writes to every page they sit on, copying the parent's whole heap into this process.
+    """
+    gc.freeze()
 
 
 def _fork() -> int:
@@ -246,6 +259,7 @@ def _run_child(data: IO[bytes], parent_sentinel: int) -> None:  # pragma: no cov
     handlers (the copy a fork inherited) but with multiprocessing's own, which flushes queues:
     Python 3.13 runs it at exit only, no longer at the end of the process's bootstrap."""
     code = 1
+    _freeze_inherited_objects()
     atexit._clear()
     atexit.register(util._exit_function)  # type: ignore[attr-defined]
     try:
