@@ -458,17 +458,27 @@ class ForkPopen(popen_forkserver.Popen):
         buf = _pickled(self, process_obj, {})
         parent_r, child_w = os.pipe()  # end of file: the child has exited
         child_r, parent_w = os.pipe()  # end of file, in the child: this process has exited
-        pid, zygote_end = _state.fork()
+        try:
+            pid, zygote_end = _state.fork()
+        except BaseException:
+            for fd in (parent_r, child_w, child_r, parent_w):
+                os.close(fd)
+            raise
         if pid == 0:  # pragma: no cover - the child
-            if zygote_end is not None:
-                _fork_zygote(zygote_end)
-            os.close(parent_r)
-            os.close(parent_w)
-            inherited = [os.dup(fd) for fd in self._fds]
-            _let_go_of_streams(keep={child_r, child_w, *inherited})
-            forkserver._forkserver._inherited_fds = inherited  # type: ignore[attr-defined]
-            signal.set_wakeup_fd(-1)  # this process's (asyncio's, say) is not the child's
-            _run_child(buf, child_r)
+            try:
+                # This process's signal wake-up descriptor (asyncio's socket, say) is not the
+                # child's, and is about to be closed and its number reused.
+                signal.set_wakeup_fd(-1)
+                if zygote_end is not None:
+                    _fork_zygote(zygote_end)
+                os.close(parent_r)
+                os.close(parent_w)
+                inherited = [os.dup(fd) for fd in self._fds]
+                _let_go_of_streams(keep={child_r, child_w, *inherited})
+                forkserver._forkserver._inherited_fds = inherited  # type: ignore[attr-defined]
+                _run_child(buf, child_r)
+            finally:
+                os._exit(1)  # never back into the parent's code
         os.close(child_r)
         os.close(child_w)
         self.pid = pid
