@@ -12,12 +12,16 @@ So procpool's ``forkserver`` method starts a process in one of three ways:
   process cannot inherit a lock that another thread holds. The child closes the pipes and
   sockets it inherited but was not given (as the zygote below does, so that no end of file is
   held up by it) and is then bootstrapped from the same pickled process object as any
-  forkserver child, so it behaves exactly like one that came from the fork server. The first
-  such start also forks the *zygote*.
+  forkserver child, so it behaves exactly like one that came from the fork server (with no
+  preparation data to apply: it is a copy of the parent as it is now). The first such child
+  forks the *zygote* before anything else, so that this process does not wait for that fork.
 - **Once it has other threads**, the *zygote* forks the child: a single-threaded copy of this
-  process made at its first start, with every module already imported, that forks each new
+  process as it was at its first start, with every module already imported, that forks each new
   process on request. It never has another thread, so its children never inherit a held lock,
   and they see the program's modules as they were when it was made (as with ``fork``).
+
+Every such child freezes the objects it inherited (``gc.freeze``), so that its collector never
+finalizes the parent's garbage nor copies the parent's heap by walking it.
 - **Should the program already have other threads at its first start**, there is no safe
   moment to make a zygote: procpool falls back to a standard fork server of its own (a new
   interpreter) that preloads the third-party modules the parent has imported, so each worker at
