@@ -55,6 +55,13 @@ def popen_types(pool):
 
 def report(**values):
     print(json.dumps(values), flush=True)
+
+
+def make_zygote():
+    # A pool started and closed while the program has a single thread: its worker forks it.
+    with procpool.Pool(1) as pool:
+        pool.apply(abs, (-1,))
+    return _zygote._state.zygote
 """
 
 
@@ -271,9 +278,7 @@ def test_a_dead_zygote_is_replaced_at_the_next_single_threaded_start(tmp_path: P
         tmp_path,
         """
         if __name__ == "__main__":
-            with procpool.Pool(1) as pool:
-                pool.apply(abs, (-1,))
-            old = _zygote._state.zygote
+            old = make_zygote()
             old_pid = old.pid
             os.kill(old_pid, signal.SIGKILL)
             fd = os.pidfd_open(old_pid)
@@ -306,9 +311,7 @@ def test_the_zygote_exits_with_the_program(tmp_path: Path) -> None:
         tmp_path,
         """
         if __name__ == "__main__":
-            with procpool.Pool(1) as pool:
-                pool.apply(abs, (-1,))
-            report(zygote=_zygote._state.zygote.pid)
+            report(zygote=make_zygote().pid)
         """,
     )
     assert wait_gone({seen["zygote"]}, timeout=LIMIT) == set()
