@@ -28,7 +28,7 @@ from typing import Any
 
 from ._protocol import PROTOCOL, encode_exception, encoding_error
 from ._start_method import default_method, get_start_method, set_start_method
-from ._zygote import Popen
+from ._zygote import new_popen
 
 # The first byte of the outcome a child sends: what follows is a pickled value, or an
 # encoded exception.
@@ -55,7 +55,7 @@ class Process(BaseProcess):
         method = process_obj._start_method or default_method()  # type: ignore[attr-defined]
         if method == "forkserver":
             # procpool's own fork server: a fork of this program where safe (see _zygote).
-            return Popen(process_obj)
+            return new_popen(process_obj)
         return multiprocessing.get_context(method).Process._Popen(process_obj)  # type: ignore[attr-defined]
 
     def run(self) -> Any:

@@ -5,44 +5,68 @@ program's modules again (numpy, scipy, the user's own), which costs a pool hundr
 milliseconds at every start and every respawn. Plain ``fork`` is fast but unsafe once the
 parent has threads, and a pool keeps one.
 
-So the first time this process starts a worker with procpool's ``forkserver`` method, and
-provided it has a single Python thread then, it forks a *zygote*: a single-threaded copy of
-itself, with every module already imported, that from then on forks each new worker on request.
-Workers start in a millisecond or two, inherit the parent's modules as they were when the zygote
-was made (as with ``fork``), and never inherit a lock held by a thread, because the zygote has
-no other thread. Should the program already have other threads at that first start, procpool
-falls back to a standard fork server of its own (a new interpreter) that preloads the
-third-party modules the parent has imported, so each worker at least does not import them anew.
+So procpool's ``forkserver`` method starts a process in one of three ways:
 
-The zygote speaks the standard fork server's protocol towards the worker (a data pipe carrying
-the pickled preparation data and process object; a status pipe carrying the worker's pid and
-exit code), so a worker it forks is bootstrapped exactly as the standard library bootstraps
-one. It exits when this process does (its request socket reaches end of file).
+- **While this process has a single Python thread** (a program starting its first pool, before
+  the pool's scheduler thread exists), it forks the child itself: a fork of a single-threaded
+  process cannot inherit a lock that another thread holds. The child closes the pipes and
+  sockets it inherited but was not given (as the zygote below does, so that no end of file is
+  held up by it) and is then bootstrapped from the same pickled process object as any
+  forkserver child, so it behaves exactly like one that came from the fork server (with no
+  preparation data to apply: it is a copy of the parent as it is now). The first such child
+  forks the *zygote* before anything else, so that this process does not wait for that fork.
+- **Once it has other threads**, the *zygote* forks the child: a single-threaded copy of this
+  process as it was at its first start, with every module already imported, that forks each new
+  process on request. It never has another thread, so its children never inherit a held lock,
+  and they see the program's modules as they were when it was made (as with ``fork``).
+
+Every such child freezes the objects it inherited (``gc.freeze``), so that its collector never
+finalizes the parent's garbage nor copies the parent's heap by walking it.
+- **Should the program already have other threads at its first start**, there is no safe
+  moment to make a zygote: procpool falls back to a standard fork server of its own (a new
+  interpreter) that preloads the third-party modules the parent has imported, so each worker at
+  least does not import them anew.
+
+The zygote speaks the standard fork server's protocol towards the child (a data pipe carrying
+the pickled preparation data and process object; a status pipe carrying the child's pid and
+exit code). It exits when this process does (its request socket reaches end of file).
 """
 
 from __future__ import annotations
 
 import atexit
+import gc
 import io
 import os
 import selectors
 import signal
 import socket
 import stat
+import struct
 import sys
 import threading
 import warnings
-from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+from multiprocessing import (
+    forkserver,
+    popen_fork,
+    popen_forkserver,
+    process,
+    reduction,
+    spawn,
+    util,
+)
 from multiprocessing.context import set_spawning_popen
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
-__all__ = ["Popen", "server_pids"]
+__all__ = ["ForkPopen", "Popen", "new_popen", "server_pids"]
 
 # Descriptors one request may carry: the two pipes and what the process object duplicates.
 _MAX_FDS = 250
-# Preparation data the zygote's workers must not apply: they already hold the parent's
-# ``__main__`` module, which a fork server would otherwise import again from its path.
+# Preparation data that children forked from this process or its zygote must not apply: they
+# already hold the parent's ``__main__`` module, which a fork server would import again.
 _MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
+# How the zygote tells its pid to the parent, first thing on their socket.
+_PID = struct.Struct("q")
 
 
 class _Server(Protocol):
@@ -50,27 +74,25 @@ class _Server(Protocol):
 
 
 class Zygote:
-    """The parent's handle on its zygote: a socket to send it requests on."""
+    """The parent's handle on its zygote: a socket to send it requests on.
 
-    def __init__(self) -> None:
-        ours, theirs = socket.socketpair()
-        with warnings.catch_warnings():
-            # Python 3.12+ warns when a process with threads forks; only threads of native
-            # libraries can be there now (checked by the caller), such as OpenBLAS's, which
-            # register fork handlers of their own.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:  # pragma: no cover - the zygote; its workers are what the tests see
-            try:
-                ours.close()
-                _let_go_of_streams(keep=theirs.fileno())
-                _serve(theirs)
-            finally:
-                os._exit(0)
-        theirs.close()
-        self.pid = pid
-        self._sock = ours
+    The zygote is forked by this process's first child forked directly (see ``ForkPopen``), so
+    that the fork's cost is not this process's to wait for: it is that child's child, and sends
+    its pid on the socket when it starts. It holds the other end of the socket for as long as
+    it lives, so end of file there means it has gone.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._pid: int | None = None
+        self._gone = False
         self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        """The zygote's pid (waiting for it to start if need be); None if it never did."""
+        self._receive_pid(blocking=True)
+        return self._pid
 
     def connect_to_new_process(self, fds: list[int]) -> tuple[int, int]:
         """Ask for a new process: returns (status_r, data_w) as the standard fork server does."""
@@ -91,25 +113,99 @@ class Zygote:
         return parent_r, parent_w
 
     def alive(self) -> bool:
-        try:
-            return os.waitpid(self.pid, os.WNOHANG)[0] == 0
-        except ChildProcessError:
+        """False once the zygote has gone; True while it lives or is still being forked."""
+        self._receive_pid(blocking=False)
+        if self._gone:
             return False
+        try:
+            # The zygote sends nothing after its pid: anything to read is end of file.
+            self._gone = not self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._gone = True
+        return not self._gone
+
+    def _receive_pid(self, blocking: bool) -> None:
+        with self._lock:
+            if self._pid is not None or self._gone:
+                return
+            try:
+                data = self._sock.recv(
+                    _PID.size, socket.MSG_WAITALL if blocking else socket.MSG_DONTWAIT
+                )
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if len(data) == _PID.size:
+                self._pid = _PID.unpack(data)[0]
+            else:
+                self._gone = True  # it ended before it said who it was
+
+    def forget(self) -> None:
+        """In a forked child: close this process's copy of the request socket (the zygote is
+        the parent's, and its end of file must not wait for this child)."""
+        self._sock.close()
 
 
-def _let_go_of_streams(keep: int) -> None:  # pragma: no cover - runs in the zygote
-    """Close the pipes and sockets inherited from the parent, and stdin.
+def _fork_zygote(sock: socket.socket) -> None:  # pragma: no cover - runs in the first child
+    """In the first child forked directly, before anything else: fork the zygote, a copy of the
+    parent as it was at that fork, which serves the parent's requests on ``sock``.
+
+    Should this fork fail, there is no zygote: the parent sees its socket's end of file and
+    starts processes without it.
+    """
+    try:
+        pid = os.fork()
+    except OSError:
+        pid = -1
+    if pid == 0:
+        try:
+            _freeze_inherited_objects()
+            util._close_stdin()  # type: ignore[attr-defined]
+            _let_go_of_streams(keep={sock.fileno()})
+            sock.sendall(_PID.pack(os.getpid()))
+            _serve(sock)
+        finally:
+            os._exit(0)
+    sock.close()
+
+
+def _freeze_inherited_objects() -> None:  # pragma: no cover - runs in a forked child
+    """Keep this child's garbage collector away from the objects it inherited from the parent.
+
+    They are the parent's: should some be garbage there (a cycle holding a socket the parent
+    never closed, say), collecting them here would run their finalizers, closing descriptor
+    numbers that this child has closed and reused for its own. And a collection that walks
+    them writes to every page they sit on, copying the parent's whole heap into this process.
+    """
+    gc.freeze()
+
+
+def _fork() -> int:
+    """``os.fork()`` of this process, which has a single Python thread (the callers check)."""
+    with warnings.catch_warnings():
+        # Python 3.12+ warns when a process with threads forks; only threads of native
+        # libraries can be there now, such as OpenBLAS's, which register fork handlers of
+        # their own.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
+def _let_go_of_streams(keep: set[int]) -> None:  # pragma: no cover - runs in a forked child
+    """Close the pipes and sockets inherited from the parent but for ``keep``.
 
     The zygote lives as long as the program, and every worker it forks would inherit what it
-    holds: a copy of a pipe's write end or a socket would keep the other end from ever seeing
-    end of file (a pool's lifeline, a ``Pipe`` handed to a ``Process``, a subprocess's stdin).
-    Regular files, terminals and devices stay open, as with ``fork``, so that log files
-    configured before the first pool keep working in workers.
+    holds; a child forked from the program itself inherits the program's: a copy of a pipe's
+    write end or a socket would keep the other end from ever seeing end of file (a pool's
+    lifeline, a ``Pipe`` handed to another ``Process``, a subprocess's stdin). Regular files,
+    terminals and devices stay open, as with ``fork``, so that log files configured before the
+    first pool keep working in workers.
     """
-    util._close_stdin()  # type: ignore[attr-defined]
     for entry in os.listdir("/proc/self/fd"):
         fd = int(entry)
-        if fd <= 2 or fd == keep:
+        if fd <= 2 or fd in keep:
             continue
         try:
             mode = os.fstat(fd).st_mode
@@ -154,7 +250,7 @@ def _serve(sock: socket.socket) -> None:  # pragma: no cover - runs in the zygot
                 sock.close()
                 # What a process object's duplicated descriptors resolve to (DupFd.detach).
                 forkserver._forkserver._inherited_fds = inherited  # type: ignore[attr-defined]
-                _run_worker(child_r)
+                _run_child(os.fdopen(child_r, "rb"), os.dup(child_r))
             os.close(child_r)
             for fd in inherited:
                 os.close(fd)
@@ -162,20 +258,35 @@ def _serve(sock: socket.socket) -> None:  # pragma: no cover - runs in the zygot
             status_fds[pid] = child_w
 
 
-def _run_worker(child_r: int) -> None:  # pragma: no cover - runs in a worker
-    """Bootstrap the process object the parent sends, then exit without the parent's exit
-    handlers (the zygote's copy of them) but with multiprocessing's own, which flushes queues:
+def _run_child(data: IO[bytes], parent_sentinel: int) -> None:  # pragma: no cover - a child
+    """Bootstrap the process object the parent pickled, then exit without the parent's exit
+    handlers (the copy a fork inherited) but with multiprocessing's own, which flushes queues:
     Python 3.13 runs it at exit only, no longer at the end of the process's bootstrap."""
     code = 1
+    _freeze_inherited_objects()
     atexit._clear()
     atexit.register(util._exit_function)  # type: ignore[attr-defined]
     try:
-        code = spawn._main(child_r, os.dup(child_r))
+        code = _bootstrap(data, parent_sentinel)
     except Exception:
         sys.excepthook(*sys.exc_info())
     finally:
         atexit._run_exitfuncs()
         os._exit(code)
+
+
+def _bootstrap(data: IO[bytes], parent_sentinel: int) -> int:  # pragma: no cover - a child
+    """What the standard library's ``spawn._main`` does, reading from any binary stream: apply
+    the preparation data, unpickle the process object, run it."""
+    with data:
+        process.current_process()._inheriting = True  # type: ignore[attr-defined]
+        try:
+            spawn.prepare(reduction.pickle.load(data))  # type: ignore[attr-defined]
+            child = reduction.pickle.load(data)  # type: ignore[attr-defined]
+        finally:
+            del process.current_process()._inheriting  # type: ignore[attr-defined]
+    code: int = child._bootstrap(parent_sentinel)
+    return code
 
 
 def _reap(sig_r: int, status_fds: dict[int, int]) -> None:  # pragma: no cover - in the zygote
@@ -208,12 +319,17 @@ class _State:
         self.zygote: Zygote | None = None
         self.fallback: Any = None  # a private multiprocessing.forkserver.ForkServer
 
+    @staticmethod
+    def may_fork_here() -> bool:
+        """Whether a child may be forked from this process now: it has a single Python thread
+        (and says which descriptors it holds, to close in the child)."""
+        return threading.active_count() == 1 and os.path.isdir("/proc/self/fd")
+
     def server(self) -> _Server:
+        """Where to send a request for a new process: the zygote if it lives, else the
+        fallback fork server (made on first use)."""
         with self.lock:
             if self.zygote is not None and self.zygote.alive():
-                return self.zygote
-            if threading.active_count() == 1 and os.path.isdir("/proc/self/fd"):
-                self.zygote = Zygote()
                 return self.zygote
             if self.fallback is None:
                 self.fallback = forkserver.ForkServer()
@@ -221,8 +337,30 @@ class _State:
             server: _Server = self.fallback
             return server
 
+    def fork(self) -> tuple[int, socket.socket | None]:
+        """``os.fork()`` for a child started directly; if this process has no live zygote, the
+        child gets the zygote's end of a new socket, to fork the zygote from."""
+        with self.lock:
+            if self.zygote is not None and self.zygote.alive():
+                return _fork(), None
+            ours, theirs = socket.socketpair()
+            try:
+                pid = _fork()
+            except BaseException:
+                ours.close()
+                theirs.close()
+                raise
+            if pid == 0:  # pragma: no cover - the child
+                ours.close()
+                return pid, theirs
+            theirs.close()
+            self.zygote = Zygote(ours)
+            return pid, None
+
     def reset(self) -> None:
         """In a forked child: the parent's fork server is not this process's."""
+        if self.zygote is not None:
+            self.zygote.forget()
         self.lock = threading.Lock()
         self.zygote = None
         self.fallback = None
@@ -256,22 +394,45 @@ def _imported_packages() -> list[str]:
     )
 
 
+def new_popen(process_obj: Any) -> popen_forkserver.Popen:
+    """Start ``process_obj`` with procpool's ``forkserver`` method: forked from this process
+    while it has a single thread, else by its fork server (see the module's docstring)."""
+    if _state.may_fork_here():
+        return ForkPopen(process_obj)
+    return Popen(process_obj)
+
+
+def _preparation(process_obj: Any, zygote: bool) -> dict[str, Any]:
+    """What a fork server's child must set up before it unpickles the process object (working
+    directory, ``sys.path``...); the zygote's children already hold ``__main__``."""
+    prep_data: dict[str, Any] = spawn.get_preparation_data(process_obj._name)
+    if zygote:
+        for key in _MAIN_KEYS:
+            prep_data.pop(key, None)
+    return prep_data
+
+
+def _pickled(popen: popen_forkserver.Popen, process_obj: Any, prep_data: Any) -> io.BytesIO:
+    """The preparation data and the process object, pickled as for a fork server: descriptors
+    the object holds are recorded in ``popen._fds``."""
+    buf = io.BytesIO()
+    set_spawning_popen(popen)
+    try:
+        reduction.dump(prep_data, buf)
+        reduction.dump(process_obj, buf)
+    finally:
+        set_spawning_popen(None)
+    buf.seek(0)
+    return buf
+
+
 class Popen(popen_forkserver.Popen):
     """Starts a process through this process's fork server: the zygote, or the fallback."""
 
     def _launch(self, process_obj: Any) -> None:
         server = _state.server()
-        prep_data = spawn.get_preparation_data(process_obj._name)
-        if isinstance(server, Zygote):
-            for key in _MAIN_KEYS:
-                prep_data.pop(key, None)
-        buf = io.BytesIO()
-        set_spawning_popen(self)
-        try:
-            reduction.dump(prep_data, buf)
-            reduction.dump(process_obj, buf)
-        finally:
-            set_spawning_popen(None)
+        prep_data = _preparation(process_obj, zygote=isinstance(server, Zygote))
+        buf = _pickled(self, process_obj, prep_data)
         self.sentinel, data_w = server.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
         # A duplicate of the data pipe's write end stays open as the child's sign that its
         # parent lives, as in the standard library.
@@ -281,3 +442,50 @@ class Popen(popen_forkserver.Popen):
         with open(data_w, "wb", closefd=True) as pipe:
             pipe.write(buf.getbuffer())
         self.pid = forkserver.read_signed(self.sentinel)
+
+
+class ForkPopen(popen_forkserver.Popen):
+    """Forks the process from this one, which has a single thread; if there is no zygote yet
+    for the starts to come, the child forks it first.
+
+    The child gets what a fork server's child gets: fresh copies of the descriptors the
+    process object holds and no other pipe or socket, and the process object unpickled from
+    the same bytes. Being this process's own child, it is reaped with ``waitpid``, as with
+    ``fork``, and its sentinel is a pipe that its exit closes.
+    """
+
+    poll = popen_fork.Popen.poll
+    _fds: list[int]  # set by the standard library's constructor
+
+    def _launch(self, process_obj: Any) -> None:
+        # A fork of this process as it is now has nothing to prepare.
+        buf = _pickled(self, process_obj, {})
+        parent_r, child_w = os.pipe()  # end of file: the child has exited
+        child_r, parent_w = os.pipe()  # end of file, in the child: this process has exited
+        try:
+            pid, zygote_end = _state.fork()
+        except BaseException:
+            for fd in (parent_r, child_w, child_r, parent_w):
+                os.close(fd)
+            raise
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                # This process's signal wake-up descriptor (asyncio's socket, say) is not the
+                # child's, and is about to be closed and its number reused.
+                signal.set_wakeup_fd(-1)
+                if zygote_end is not None:
+                    _fork_zygote(zygote_end)
+                os.close(parent_r)
+                os.close(parent_w)
+                inherited = [os.dup(fd) for fd in self._fds]
+                _let_go_of_streams(keep={child_r, child_w, *inherited})
+                forkserver._forkserver._inherited_fds = inherited  # type: ignore[attr-defined]
+                _run_child(buf, child_r)
+            finally:
+                os._exit(1)  # never back into the parent's code
+        os.close(child_r)
+        os.close(child_w)
+        self.pid = pid
+        self.sentinel = parent_r
+        close_fds = util.close_fds  # type: ignore[attr-defined]
+        self.finalizer = util.Finalize(self, close_fds, (parent_w, parent_r))
