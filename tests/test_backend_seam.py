@@ -29,6 +29,7 @@ class InlineBackend:
     def __init__(self) -> None:
         self.tasks: list[PreparedTask] = []
         self.closed = False
+        self.per_item = 1e-6  # what the backend says one call takes
         self.terminated = False
         self.done = threading.Event()
 
@@ -63,7 +64,7 @@ class InlineBackend:
         return self.done.wait(timeout)
 
     def item_seconds(self) -> float | None:
-        return 1e-6
+        return self.per_item
 
 
 @pytest.fixture
@@ -120,14 +121,23 @@ def test_a_closed_pool_closes_its_backend_once_every_imap_input_is_read(
 
 
 def test_automatic_chunks_follow_the_backends_measure(backend: InlineBackend) -> None:
+    backend.per_item = 1e-4  # from the start: 50 items make 5 ms, 10 items the floor of 1 ms
+    with procpool.Pool(backend="inline-fake") as pool:
+        assert pool.map(abs, range(5000)) == list(range(5000))
+    # Chunks double from the floor up to the target (within the map's cap, a quarter of an even
+    # share among the backend's 3 workers: 417 items), then shrink, as the input runs out, to
+    # an eighth of what is left per worker but not under the floor.
+    sizes = [task.items for task in backend.tasks]
+    assert sum(sizes) == 5000
+    assert sizes[:4] == [10, 20, 40, 50]
+    assert max(sizes) == 50
+    assert sizes[-3:-1] == [10, 10]
+    assert 1 <= sizes[-1] <= 10
+    assert all(b <= 2 * a for a, b in itertools.pairwise(sizes))
+
+
+def test_tiny_items_travel_in_the_standard_librarys_chunks(backend: InlineBackend) -> None:
     with procpool.Pool(backend="inline-fake") as pool:
         assert pool.map(abs, range(1000)) == list(range(1000))
-    # 1 us per item, measured from the start: chunks double from two items, never past the
-    # map's cap (a quarter of an even share among the backend's 3 workers: 84 items) nor an
-    # eighth of what is left per worker, so the last ones are single items.
-    sizes = [task.items for task in backend.tasks]
-    assert sum(sizes) == 1000
-    assert sizes[0] == 2
-    assert 32 <= max(sizes) <= 84
-    assert sizes[-1] == 1
-    assert all(b <= 2 * a for a, b in itertools.pairwise(sizes))
+    # 1 us per item: even the floor is past the map's cap (84 items).
+    assert [task.items for task in backend.tasks] == [84] * 11 + [76]

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from procpool._feeding import (
+    FLOOR_SHARE,
     IMAP_MAX_CHUNK,
     TARGET_CHUNK_SECONDS,
     ChunkSizer,
@@ -21,10 +22,14 @@ def test_one_item_a_chunk_until_measured() -> None:
     assert [sizer() for _ in range(5)] == [1, 1, 1, 1, 1]
 
 
-def test_chunks_grow_at_most_twofold_towards_the_target() -> None:
-    per_item = TARGET_CHUNK_SECONDS / 100  # 100 items make the target
+def test_chunks_start_at_the_floor_and_grow_at_most_twofold_towards_the_target() -> None:
+    per_item = TARGET_CHUNK_SECONDS / 1000  # about 1000 items make the target, 200 the floor
+    target = int(TARGET_CHUNK_SECONDS / per_item)
+    floor = int(FLOOR_SHARE * TARGET_CHUNK_SECONDS / per_item)
+    assert 190 <= floor <= 200
+    assert 990 <= target <= 1000
     sizer = ChunkSizer(lambda: per_item, cap=10_000)
-    assert [sizer() for _ in range(9)] == [2, 4, 8, 16, 32, 64, 100, 100, 100]
+    assert [sizer() for _ in range(6)] == [floor, 2 * floor, 4 * floor, target, target, target]
 
 
 def test_long_items_travel_one_at_a_time() -> None:
@@ -79,13 +84,35 @@ def test_chosen_chunks_keep_the_items_read_before_the_input_raised() -> None:
         next(produced)
 
 
+def sizes_for(sizer: ChunkSizer, length: int) -> list[int]:
+    sizes: list[int] = []
+    while sum(sizes) < length:
+        sizes.append(sizer())
+    return sizes
+
+
 def test_chunks_shrink_as_a_known_input_runs_out() -> None:
     """The last chunks are small: no worker ends with a long chunk while the others idle."""
-    sizer = ChunkSizer(lambda: 1e-12, cap=10_000, length=1000, workers=2)
-    sizes = []
-    while sum(sizes) < 1000:
-        sizes.append(sizer())
-    assert max(sizes) <= 1000 // 16
-    assert sizes[-4:] == [1, 1, 1, 1]
+    per_item = TARGET_CHUNK_SECONDS / 500  # the floor: 100 items
+    sizes = sizes_for(ChunkSizer(lambda: per_item, cap=10_000, length=20_000, workers=2), 20_000)
+    assert sum(sizes) == 20_000
+    assert max(sizes) <= 500
+    assert sizes[-4:-1] == [100, 100, 100]  # down to the floor, not below (then what is left)
+    assert 1 <= sizes[-1] <= 100
     peak = sizes.index(max(sizes))
     assert sizes[peak:] == sorted(sizes[peak:], reverse=True)  # only shrinking after the peak
+
+
+def test_slow_items_shrink_to_one_a_chunk_at_the_end() -> None:
+    per_item = TARGET_CHUNK_SECONDS / 8  # the floor is under one item
+    sizes = sizes_for(ChunkSizer(lambda: per_item, cap=10_000, length=400, workers=2), 400)
+    assert max(sizes) == 8
+    assert sizes[-4:] == [1, 1, 1, 1]
+
+
+def test_a_short_map_of_tiny_items_travels_in_the_standard_librarys_chunks() -> None:
+    """75 items of 10 us (scipy's differential_evolution on rosen, say): a few chunks of the
+    standard library's size, not dozens of one or two items that cost more than they run."""
+    cap = map_chunk_cap(75, 2)
+    sizes = sizes_for(ChunkSizer(lambda: 1e-5, cap=cap, length=75, workers=2), 75)
+    assert sizes == [10] * 7 + [5]

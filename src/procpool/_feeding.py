@@ -9,9 +9,9 @@ does, since a generator may block.
 
 When the caller gives no ``chunksize``, :class:`ChunkSizer` picks each chunk's size from the
 measured time per item: tiny items travel thousands to a task, items that take milliseconds one
-at a time. Until a measurement comes every chunk holds one item, then chunks grow at most
-twofold each, so the first results come early and an item that kills its worker early on fails
-alone (later, a worker's death fails the chunk it was running: pass ``chunksize=1`` where each
+at a time. Until a measurement comes every chunk holds one item, then chunks start at a fifth of
+the target's work and grow at most twofold each, so the first results come early and an item
+that kills its worker early on fails alone (later, a worker's death fails the chunk it was running: pass ``chunksize=1`` where each
 item must fail alone). A ``map`` chunk never exceeds the standard library's
 size (a quarter of an even share), so the work still spreads over the workers; an ``imap``
 chunk never exceeds ``IMAP_MAX_CHUNK`` items, so its read-ahead stays bounded.
@@ -35,6 +35,10 @@ TARGET_CHUNK_SECONDS = 0.005
 # The largest chunk of an imap: its window is counted in chunks, and this bounds how far
 # ahead of its consumer an imap reads its input (window x this many items).
 IMAP_MAX_CHUNK = 16
+# Once the time per item is known, a chunk may always stand for this share of the target's work,
+# however it grows or shrinks: smaller chunks would cost more to dispatch than they balance (a
+# chunk of a millisecond, locally, finishes within a millisecond of the others).
+FLOOR_SHARE = 0.2
 
 
 class Feedable(Protocol):
@@ -71,7 +75,9 @@ class ChunkSizer:
     twofold a chunk towards ``target`` seconds of work (a backend whose tasks cost more to
     dispatch asks for more). With a known ``length``, chunks also shrink as the input runs
     out (at most an eighth of the items left per worker, ``workers`` of them), so the last
-    chunks are small and no worker is left with a long one while the others have finished."""
+    chunks are small and no worker is left with a long one while the others have finished.
+    Neither rule makes a chunk smaller than ``FLOOR_SHARE`` of the target's measured work (tiny
+    items in a short map travel in a few chunks, as with the standard library's size)."""
 
     def __init__(
         self,
@@ -85,6 +91,7 @@ class ChunkSizer:
         self._last = 1
         self._cap = cap
         self._target = target
+        self._floor = FLOOR_SHARE * target
         self._left = length
         self._workers = workers
 
@@ -92,10 +99,12 @@ class ChunkSizer:
         seconds = self._measure()
         size = 1
         if seconds is not None:
-            size = int(self._target / max(seconds, 1e-9))
-            size = max(1, min(size, 2 * self._last, self._cap))
+            seconds = max(seconds, 1e-9)
+            floor = int(self._floor / seconds)
+            size = min(int(self._target / seconds), max(2 * self._last, floor))
             if self._left is not None:
-                size = max(1, min(size, self._left // (8 * self._workers)))
+                size = min(size, max(self._left // (8 * self._workers), floor), self._left)
+            size = max(1, min(size, self._cap))
             self._last = size
         if self._left is not None:
             self._left -= size
