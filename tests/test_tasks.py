@@ -492,3 +492,24 @@ def test_reports_from_many_threads_deliver_every_task_exactly_once() -> None:
     assert sorted(ended) == list(range(2000))
     assert len(core) == 0
     assert all(isinstance(outcome, Delivered | WorkerLostError) for outcome in ended.values())
+
+
+def test_the_time_per_call_is_measured_for_each_function_apart() -> None:
+    core = TaskCore()
+    sink = RecordingSink()
+    slow = prepared(sink, 0)
+    slow.function = b"slow"
+    fast = prepared(sink, 1)
+    fast.function, fast.items = b"fast", 4
+    ids = core.add([slow, fast])
+    assert core.item_seconds(b"slow") is None
+    core.completed(ids[0], Status.OK, RESULT, elapsed=2.0)
+    core.completed(ids[1], Status.OK, RESULT, elapsed=0.004)
+    assert core.item_seconds(b"slow") == pytest.approx(2.0)
+    assert core.item_seconds(b"fast") == pytest.approx(0.001)  # a chunk of 4 calls
+    one = prepared(sink, 2)
+    one.function = b"fast"
+    again = core.add([one])
+    core.completed(again[0], Status.OK, RESULT, elapsed=0.006)
+    assert core.item_seconds(b"fast") == pytest.approx(0.001 + 0.2 * (0.006 - 0.001))
+    assert core.item_seconds(b"slow") == pytest.approx(2.0)  # untouched by another function

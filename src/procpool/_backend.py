@@ -118,8 +118,9 @@ class Backend(Protocol):
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the backend has finished after close or terminate; True if it has."""
 
-    def item_seconds(self) -> float | None:
-        """How long one call takes, as measured lately (None: not yet): sizes map chunks."""
+    def item_seconds(self, function: bytes) -> float | None:
+        """How long one call of the pickled ``function`` took lately (None: not measured):
+        sizes the automatic chunks of its maps."""
 
 
 @runtime_checkable

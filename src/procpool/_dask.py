@@ -42,7 +42,7 @@ from typing import Any
 from ._backend import PreparedTask, ResultSink
 from ._dask_task import INIT_FAILED, TIMED_OUT, Initializer, run_task, started_topic
 from ._errors import InitializerError, ProcpoolError, TaskTimeoutError, WorkerLostError
-from ._policy import Lifecycle, moving_average
+from ._policy import Lifecycle
 from ._protocol import Status
 from ._serialize import decode_exception
 from ._tasks import ErrorFactory, TaskCore
@@ -112,7 +112,6 @@ class DaskBackend:
         self._keys = itertools.count()
         self._state = Lifecycle.RUN
         self._closed = False  # close() was called: release the cluster once the work is done
-        self._item_seconds: float | None = None
         self._done = threading.Event()
         self._finisher: threading.Thread | None = None
         # Attempts registered, from any thread to the submitter; futures that ended, from
@@ -186,8 +185,8 @@ class DaskBackend:
             finisher.join()
         return True
 
-    def item_seconds(self) -> float | None:
-        return self._item_seconds
+    def item_seconds(self, function: bytes) -> float | None:
+        return self._core.item_seconds(function)
 
     # -- submitting attempts ------------------------------------------------------------------
 
@@ -310,10 +309,7 @@ class DaskBackend:
         try:
             if future.status == "finished":
                 status, payload, seconds = future.result() if value is None else value
-                self._item_seconds = moving_average(
-                    self._item_seconds, seconds / max(1, attempt.task.items)
-                )
-                self._finished(attempt, status, memoryview(payload))
+                self._finished(attempt, status, memoryview(payload), seconds)
             else:
                 self._unfinished(attempt, future)
         except Exception as exc:  # the client lost its scheduler while reading the result, say
@@ -345,7 +341,9 @@ class DaskBackend:
                 WorkerLostError,
             )
 
-    def _finished(self, attempt: _Attempt, status: int, payload: memoryview) -> None:
+    def _finished(
+        self, attempt: _Attempt, status: int, payload: memoryview, seconds: float
+    ) -> None:
         where = f"on Dask worker {attempt.worker}" if attempt.worker else "on a Dask worker"
         if status == INIT_FAILED:
             self._break(attempt, payload, where)
@@ -356,7 +354,9 @@ class DaskBackend:
                 "interrupted",
                 TaskTimeoutError,
             )
-        elif self._core.completed(attempt.task_id, Status(status), payload, where=where):
+        elif self._core.completed(
+            attempt.task_id, Status(status), payload, where=where, elapsed=seconds
+        ):
             self._start([attempt])  # it raised an exception worth a retry
 
     def _lost(self, attempt: _Attempt, worker: str | None) -> None:

@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ._tasks import moving_average
+
 __all__ = [
     "Action",
     "Fail",
@@ -39,7 +41,6 @@ __all__ = [
     "Spawn",
     "Stop",
     "TaskInfo",
-    "moving_average",
 ]
 
 # Workers that die before they ever report ready, this many times in a row, break the pool:
@@ -56,8 +57,6 @@ MAX_IN_FLIGHT_BYTES = 8 << 20
 # Recall queued tasks for an idle worker only when they stand for at least this much work: a few
 # tiny tasks finish sooner than a recall's round trip.
 RECALL_MIN_SECONDS = 0.001
-# Weight of the newest sample in the moving average of task durations.
-_EMA_WEIGHT = 0.2
 
 
 class Lifecycle(enum.StrEnum):
@@ -97,7 +96,6 @@ class TaskInfo(NamedTuple):
     # go to idle workers only, as in the standard library's pool: such tasks may wait for each
     # other, and one queued behind its own waiter would have to wait for a recall.
     prefetch: bool = True
-    items: int = 1  # calls it makes (a map chunk's length), to measure the time per call
 
 
 @dataclass(frozen=True)
@@ -205,11 +203,8 @@ class Policy:
         self.maxtasks = maxtasksperchild
         self.max_memory = max_memory
         self.ahead_seconds = ahead_seconds
-        # Moving averages of how long a task runs and how long one of its calls takes, as the
-        # workers measure them (None: no sample). The second sizes automatic map chunks; other
-        # threads read it (a float assignment is atomic).
+        # Moving average of how long a task runs, as the workers measure it (None: no sample).
         self.task_seconds: float | None = None
-        self.item_seconds: float | None = None
         self.state = Lifecycle.RUN
         self._pending: deque[TaskInfo] = deque()
         self._workers: dict[int, _Worker] = {}
@@ -300,7 +295,6 @@ class Policy:
         worker.completed += 1
         if elapsed is not None:
             self.task_seconds = moving_average(self.task_seconds, elapsed)
-            self.item_seconds = moving_average(self.item_seconds, elapsed / max(1, task.items))
         if self.max_memory is not None and resident > self.max_memory:
             worker.retiring = True
         if not self._forget_cancelled(task) and again:
@@ -621,8 +615,3 @@ class Policy:
 
 def _ceil_div(count: int, parts: int) -> int:
     return -(-count // max(1, parts))
-
-
-def moving_average(average: float | None, sample: float) -> float:
-    """The measured durations' moving average after one more sample (None: no sample yet)."""
-    return sample if average is None else average + _EMA_WEIGHT * (sample - average)

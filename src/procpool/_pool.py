@@ -310,9 +310,13 @@ class Pool(multiprocessing.pool.Pool):
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _prepare(self, options: Options, func: Any) -> Callable[..., PreparedTask]:
-        """Pickle ``func`` and the options once for a call; the result makes its tasks."""
-        function = self._dumps_callable(func)
+    def _prepare(
+        self, options: Options, func: Any, function: bytes | None = None
+    ) -> Callable[..., PreparedTask]:
+        """Pickle ``func`` (unless ``function`` is it, pickled) and the options once for a call;
+        the result makes its tasks."""
+        if function is None:
+            function = self._dumps_callable(func)
         retry_on = dumps(options.retry_on) if options.retry_on else b""
         label = repr(getattr(func, "__qualname__", None) or type(func).__qualname__)
 
@@ -412,16 +416,17 @@ class Pool(multiprocessing.pool.Pool):
         """Feed a map-family call's input to the backend (see ``_feeding``); ``chunksize``
         None picks chunk sizes from the measured time per item, at most ``cap`` items."""
         try:
-            prepare = self._prepare(options, func)
+            function = self._dumps_callable(func)
         except Exception as exc:  # the function itself would not pickle
             sink._input_failed(0, exc)
             sink._set_length(1)
             return
+        prepare = self._prepare(options, func, function)
         size = (
             fixed_size(chunksize)
             if chunksize is not None
             else ChunkSizer(
-                self._backend.item_seconds,
+                lambda: self._backend.item_seconds(function),
                 cap,
                 self._chunk_seconds,
                 len(iterable) if isinstance(iterable, Sized) else None,

@@ -223,8 +223,8 @@ class ProcessBackend:
     def processes(self) -> list[BaseProcess]:
         return self._procs
 
-    def item_seconds(self) -> float | None:
-        return self._policy.item_seconds
+    def item_seconds(self, function: bytes) -> float | None:
+        return self._core.item_seconds(function)
 
     def _post(self, call: Callable[..., None], *args: Any) -> None:
         with self._inbox_lock:
@@ -363,7 +363,9 @@ class ProcessBackend:
             task = self._core.task(task_id)
             # (Where it ran is named only for the record of an attempt that runs again.)
             where = f"in worker process {handle.process.pid}" if done.status is Status.RETRY else ""
-            again = self._core.completed(task_id, done.status, done.payload, lent, where)
+            again = self._core.completed(
+                task_id, done.status, done.payload, lent, where, done.elapsed
+            )
             if task is not None and not again:
                 self._give_back(task, done.released)
         self._execute(
@@ -664,7 +666,6 @@ class ProcessBackend:
                     task.timeout,
                     len(task.function) + len(task.arguments),
                     task.mode is not Mode.APPLY,
-                    task.items,
                 )
                 for task_id, task in zip(ids, tasks, strict=True)
             ]

@@ -10,7 +10,8 @@ cancellation, the pool's end. A backend only runs attempts and reports how each 
     ───────                                   ────────
     submit(tasks)                  ──add──▶   ids (refused once terminated or broken)
     an attempt starts              ──started─▶ its deadline, if the task has a timeout
-    it returned or raised          ──completed─▶ delivered, or True: run it again
+    it returned or raised          ──completed─▶ delivered, or True: run it again; its
+                                                 time per call measured for its function
     its worker was lost, it timed  ──ended──▶ failed with the backend's error, or True:
       out, Dask dropped it                      run it again (the attempt is recorded)
     cancel(sink)                   ──cancel─▶ failed TaskCancelledError; the ids to stop
@@ -36,10 +37,20 @@ from ._errors import PoolTerminatedError, TaskCancelledError, attempts_note
 from ._protocol import Status, decode_exception_parts
 from ._shm import Lent
 
-__all__ = ["ErrorFactory", "TaskCore"]
+__all__ = ["ErrorFactory", "TaskCore", "moving_average"]
 
 # Builds the error that ends a task, from the sentence that says what happened to it.
 ErrorFactory = Callable[[str], BaseException]
+
+# Weight of the newest sample in a moving average of measured durations.
+_EMA_WEIGHT = 0.2
+# Functions whose time per call is remembered (the oldest measured is forgotten first).
+_MEASURED_FUNCTIONS = 256
+
+
+def moving_average(average: float | None, sample: float) -> float:
+    """The measured durations' moving average after one more sample (None: no sample yet)."""
+    return sample if average is None else average + _EMA_WEIGHT * (sample - average)
 
 
 @dataclass(slots=True, eq=False)
@@ -59,6 +70,9 @@ class TaskCore:
         self._ids = itertools.count()
         self._running = True  # False once terminated or broken: no retry, no new task
         self._broken: BaseException | None = None
+        # Seconds one call of each function takes (pickled function -> moving average): sizes
+        # the automatic chunks of the next map of that function. Read by other threads.
+        self._per_call: dict[bytes, float] = {}
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -79,6 +93,10 @@ class TaskCore:
     def unfinished(self) -> list[int]:
         with self._lock:
             return list(self._records)
+
+    def item_seconds(self, function: bytes) -> float | None:
+        """How long one call of the (pickled) function took lately; None: never measured."""
+        return self._per_call.get(function)
 
     @property
     def broken(self) -> BaseException | None:
@@ -132,12 +150,14 @@ class TaskCore:
         payload: memoryview,
         lent: Lent | None = None,
         where: str = "",
+        elapsed: float | None = None,
     ) -> bool:
         """An attempt returned or raised (``payload``: the pickled result or exception).
 
         Status RETRY means it raised one of the task's ``retry_on`` exceptions: if the task may
         run again, the attempt is recorded and True returned (the backend runs it again);
-        otherwise what it produced is delivered. ``where`` names where it ran, for the record.
+        otherwise what it produced is delivered. ``where`` names where it ran, for the record;
+        ``elapsed``: the seconds it ran, if measured.
         """
         with self._lock:
             record = self._records.get(task_id)
@@ -145,6 +165,8 @@ class TaskCore:
                 return False  # ended already (cancelled, say): this report is not wanted
             self._deadlines.pop(task_id, None)
             task = record.task
+            if elapsed is not None:
+                self._measured(task, elapsed)
             if status is Status.RETRY:
                 if self._may_retry(record):
                     record.earlier.append(f"raised {_raised(task, payload)} {where}".rstrip())
@@ -217,6 +239,15 @@ class TaskCore:
         return error
 
     # -- inside ---------------------------------------------------------------------------------
+
+    def _measured(self, task: PreparedTask, elapsed: float) -> None:
+        per_call = self._per_call
+        known = task.function in per_call
+        per_call[task.function] = moving_average(
+            per_call.get(task.function), elapsed / max(1, task.items)
+        )
+        if not known and len(per_call) > _MEASURED_FUNCTIONS:
+            del per_call[next(iter(per_call))]  # the function measured first
 
     def _may_retry(self, record: _Record) -> bool:
         return self._running and len(record.earlier) < record.task.retries
