@@ -18,6 +18,7 @@ import procpool
 from procpool import _pool
 from procpool._backend import PreparedTask, ResultSink
 from procpool._backends import Built
+from procpool._feeding import PROBE_WAIT
 from procpool._inband import run_inband
 from procpool._protocol import Status, WireTask
 from procpool._serialize import dumps_callable
@@ -30,6 +31,8 @@ class InlineBackend:
         self.tasks: list[PreparedTask] = []
         self.closed = False
         self.per_item = 1e-6  # what the backend says one call takes
+        self.fresh = False  # True: nothing measured until a task has run
+        self.waits: list[tuple[float, int]] = []  # (a wait for a measurement, tasks run then)
         self.terminated = False
         self.done = threading.Event()
 
@@ -63,8 +66,10 @@ class InlineBackend:
     def join(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)
 
-    def item_seconds(self, function: bytes) -> float | None:
-        return self.per_item
+    def item_seconds(self, function: bytes, wait: float = 0.0) -> float | None:
+        if wait:
+            self.waits.append((wait, len(self.tasks)))
+        return None if self.fresh and not self.tasks else self.per_item
 
 
 @pytest.fixture
@@ -134,6 +139,19 @@ def test_automatic_chunks_follow_the_backends_measure(backend: InlineBackend) ->
     assert sizes[-3:-1] == [10, 10]
     assert 1 <= sizes[-1] <= 10
     assert all(b <= 2 * a for a, b in itertools.pairwise(sizes))
+
+
+def test_a_first_map_waits_for_its_first_measurement_after_a_chunk_per_worker(
+    backend: InlineBackend,
+) -> None:
+    backend.fresh = True
+    with procpool.Pool(backend="inline-fake") as pool:
+        assert pool.map(abs, range(1000)) == list(range(1000))
+    # One single item per worker went out (and ran: the measure comes from them) before the
+    # feeder waited for a measurement, then the chunks follow it (1 us per item: the map's cap,
+    # 84 items, at once).
+    assert backend.waits == [(PROBE_WAIT, 3)]
+    assert [task.items for task in backend.tasks][:4] == [1, 1, 1, 84]
 
 
 def test_tiny_items_travel_in_the_standard_librarys_chunks(backend: InlineBackend) -> None:

@@ -759,14 +759,16 @@ class World:
             for sink, index in places
         ]
         self.log.append(f"add({len(batch)})")
-        ids = self.core.add(batch)
-        if not ids:  # terminated or broken: failed at once
+        ids = self.core.add(batch)  # new sinks each time: refused only at the pool's end
+        if None in ids:  # terminated or broken: failed at once
+            assert set(ids) == {None}, self.trace()
             assert self.terminated or self.core.broken is not None, self.trace()
             return
-        self.tasks.update(zip(ids, batch, strict=True))
+        self.tasks.update(zip(ids, batch, strict=True))  # type: ignore[arg-type]
         infos = [
             TaskInfo(tid, task.timeout, self.rng.choice([0, 10, 40, 200]), self.rng.random() < 0.8)
             for tid, task in zip(ids, batch, strict=True)
+            if tid is not None
         ]
         self.call("submit", infos)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+from typing import Any
 
 import pytest
 
@@ -316,9 +317,15 @@ def test_cancel_fails_only_that_sinks_tasks() -> None:
     assert other.calls == []
     assert core.unfinished() == [ids[1]]
     assert core.cancel(cancelled) == {}  # nothing left to cancel
+    # A task of the cancelled result that comes later (its feeder was still reading) is
+    # refused and failed at once; the other result's tasks are still taken.
+    late, accepted = core.add([prepared(cancelled, 2), prepared(other, 1)])
+    assert late is None
+    assert accepted is not None
+    assert type(cancelled.error(2)) is TaskCancelledError
     # The running attempt's report, should it come, is not delivered.
     assert core.completed(ids[0], Status.OK, RESULT) is False
-    assert len(cancelled.ended()) == 2
+    assert len(cancelled.ended()) == 3  # indices 0, 1 and the late 2, each failed once
 
 
 def test_a_cancelled_task_with_retries_is_not_retried() -> None:
@@ -347,7 +354,7 @@ def test_terminate_fails_every_task_and_refuses_later_ones() -> None:
     assert core.next_deadline() is None
     # A task submitted afterwards fails at once and gets no id.
     late = RecordingSink()
-    assert core.add([prepared(late)]) == []
+    assert core.add([prepared(late)]) == [None]
     assert type(late.error()) is PoolTerminatedError
     assert len(core) == 0
     core.terminate()  # again: nothing more happens
@@ -409,7 +416,7 @@ def test_tasks_failed_after_a_break_each_get_their_own_copy_of_the_error() -> No
     core, sink, ids, error = broken_core(3)
     assert sorted(core.fail(ids, core.final_error)) == ids
     late = RecordingSink()
-    assert core.add([prepared(late)]) == []  # refused, and failed with the break's error too
+    assert core.add([prepared(late)]) == [None]  # refused, and failed with the break's error too
     errors = [sink.error(0), sink.error(1), sink.error(2), late.error()]
     assert len({id(e) for e in errors}) == 4
     for copy in errors:
@@ -511,5 +518,33 @@ def test_the_time_per_call_is_measured_for_each_function_apart() -> None:
     one.function = b"fast"
     again = core.add([one])
     core.completed(again[0], Status.OK, RESULT, elapsed=0.006)
-    assert core.item_seconds(b"fast") == pytest.approx(0.001 + 0.2 * (0.006 - 0.001))
+    # The sums of seconds and calls decay by 0.8 a sample: a one-call chunk weighs a quarter
+    # as much as the four-call one before it.
+    assert core.item_seconds(b"fast") == pytest.approx((0.8 * 0.004 + 0.006) / (0.8 * 4 + 1))
     assert core.item_seconds(b"slow") == pytest.approx(2.0)  # untouched by another function
+
+
+def test_a_wait_for_a_measurement_ends_with_the_next_one() -> None:
+    core = TaskCore()
+    sink = RecordingSink()
+    first, second = core.add([prepared(sink, 0), prepared(sink, 1)])
+    assert core.item_seconds(b"function", wait=0.01) is None  # nothing came: the wait ran out
+    core.completed(first, Status.OK, RESULT, elapsed=1.0)
+    # The report below comes once the waiter has noted what it had seen (it does so holding the
+    # core's lock, which it lets go only to wait).
+    entered = threading.Event()
+    wait_for = core._measured_more.wait_for
+
+    def noted_then_wait_for(predicate: Any, timeout: float | None = None) -> bool:
+        entered.set()
+        return wait_for(predicate, timeout)
+
+    core._measured_more.wait_for = noted_then_wait_for  # type: ignore[method-assign]
+    got: list[float | None] = []
+    waiting = threading.Thread(target=lambda: got.append(core.item_seconds(b"function", 10.0)))
+    waiting.start()
+    assert entered.wait(10)
+    core.completed(second, Status.OK, RESULT, elapsed=3.0)
+    waiting.join(10)
+    assert not waiting.is_alive()
+    assert got == [pytest.approx((0.8 * 1.0 + 3.0) / (0.8 + 1))]

@@ -61,7 +61,8 @@ class ResultSink(Protocol):
     """Where a task's outcome goes: one of the result objects the caller holds.
 
     ``index`` says which part of the sink's job the task is (the chunk number of a map).
-    Both methods may be called from the backend's thread and must return quickly.
+    Both methods may be called from the backend's thread and must return quickly. A sink must
+    be weakly referable (the task core remembers cancelled ones without keeping them alive).
     """
 
     def _deliver(
@@ -118,9 +119,9 @@ class Backend(Protocol):
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the backend has finished after close or terminate; True if it has."""
 
-    def item_seconds(self, function: bytes) -> float | None:
-        """How long one call of the pickled ``function`` took lately (None: not measured):
-        sizes the automatic chunks of its maps."""
+    def item_seconds(self, function: bytes, wait: float = 0.0) -> float | None:
+        """How long one call of the pickled ``function`` took lately (None: not measured),
+        waiting up to ``wait`` seconds for a first measurement: sizes its maps' chunks."""
 
 
 @runtime_checkable

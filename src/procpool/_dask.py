@@ -141,9 +141,10 @@ class DaskBackend:
     # -- the Backend interface ----------------------------------------------------------------
 
     def submit(self, tasks: list[PreparedTask]) -> None:
-        ids = self._core.add(tasks)  # none once terminated or broken: failed already
-        if ids:
-            self._start([_Attempt(i, task) for i, task in zip(ids, tasks, strict=True)])
+        ids = self._core.add(tasks)  # None: refused, and failed already
+        self._start(
+            [_Attempt(i, task) for i, task in zip(ids, tasks, strict=True) if i is not None]
+        )
 
     def cancel(self, sink: ResultSink) -> bool:
         cancelled = self._core.cancel(sink)
@@ -185,8 +186,8 @@ class DaskBackend:
             finisher.join()
         return True
 
-    def item_seconds(self, function: bytes) -> float | None:
-        return self._core.item_seconds(function)
+    def item_seconds(self, function: bytes, wait: float = 0.0) -> float | None:
+        return self._core.item_seconds(function, wait)
 
     # -- submitting attempts ------------------------------------------------------------------
 

@@ -172,7 +172,8 @@ class _FutureSink:
     never on the scheduler thread.
     """
 
-    __slots__ = ("_executor_state", "_future", "_settled")
+    # (Weakly referable: the task core remembers cancelled sinks without keeping them alive.)
+    __slots__ = ("__weakref__", "_executor_state", "_future", "_settled")
 
     def __init__(self, future: Future[Any], state: _ExecutorState) -> None:
         self._future = future

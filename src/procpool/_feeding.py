@@ -40,6 +40,11 @@ IMAP_MAX_CHUNK = 16
 # however it grows or shrinks: smaller chunks would cost more to dispatch than they balance (a
 # chunk of a millisecond, locally, finishes within a millisecond of the others).
 FLOOR_SHARE = 0.2
+# While chunks are still growing towards their target (from one item before any measurement),
+# once a chunk per worker is out the feeder waits up to this long for a new measurement instead
+# of reading on in chunks sized from an old one (it comes with the next result; should that be
+# slow, another chunk per worker goes out after each wait).
+PROBE_WAIT = 0.05
 
 
 class Feedable(Protocol):
@@ -47,6 +52,9 @@ class Feedable(Protocol):
 
     def _reserve(self) -> int:
         """How many chunks may be submitted now (blocks while none may); 0: stop feeding."""
+
+    def _stopped(self) -> bool:
+        """Whether the feeding must stop (the result was cancelled, or failed as a whole)."""
 
     def _note_chunk(self, index: int, size: int) -> None: ...
 
@@ -78,17 +86,28 @@ class ChunkSizer:
     out (at most an eighth of the items left per worker, ``workers`` of them), so the last
     chunks are small and no worker is left with a long one while the others have finished.
     Neither rule makes a chunk smaller than ``FLOOR_SHARE`` of the target's measured work (tiny
-    items in a short map travel in a few chunks, as with the standard library's size)."""
+    items in a short map travel in a few chunks, as with the standard library's size).
+
+    ``measure(wait)`` gives the measured seconds per item, first waiting up to ``wait`` seconds
+    for a new measurement. While chunks grow (the first measurements, from few items, are
+    mostly fixed costs), :meth:`probing` says, once a chunk per worker is out, that the feeder
+    should wait for a new one (with nothing held back: it comes from the chunks already out)
+    by calling :meth:`settle`, rather than make many chunks from the old one."""
 
     def __init__(
         self,
-        measure: Callable[[], float | None],
+        measure: Callable[[float], float | None],
         cap: int,
         target: float = TARGET_CHUNK_SECONDS,
         length: int | None = None,
         workers: int = 1,
+        probe: bool = True,
     ) -> None:
+        """``probe``: wait for new measurements while chunks grow (see :meth:`probing`)."""
         self._measure = measure
+        self._probe = probe
+        self._growing = True  # the chunks have not yet reached their target
+        self._unsettled = 0  # chunks made while growing since the last wait for a measurement
         self._last = 1
         self._cap = cap
         self._target = target
@@ -96,17 +115,31 @@ class ChunkSizer:
         self._left = length
         self._workers = workers
 
+    def probing(self) -> bool:
+        """True once a chunk per worker is out while chunks grow: time to :meth:`settle`."""
+        return self._probe and self._growing and self._unsettled >= self._workers
+
+    def settle(self) -> None:
+        """Wait a moment for a new measurement (the feeder holds no chunk back)."""
+        self._measure(PROBE_WAIT)
+        self._unsettled = 0
+
     def __call__(self) -> int:
-        seconds = self._measure()
+        seconds = self._measure(0.0)
         size = 1
-        if seconds is not None:
+        if seconds is None:
+            self._growing = True
+        else:
             seconds = max(seconds, 1e-9)
             floor = int(self._floor / seconds)
-            size = min(int(self._target / seconds), max(2 * self._last, floor))
+            wanted = min(int(self._target / seconds), self._cap)
+            size = min(wanted, max(2 * self._last, floor))
+            self._growing = size < wanted
             if self._left is not None:
                 size = min(size, max(self._left // (8 * self._workers), floor), self._left)
-            size = max(1, min(size, self._cap))
+            size = max(1, size)
             self._last = size
+        self._unsettled += self._growing
         if self._left is not None:
             self._left -= size
         return size
@@ -149,7 +182,8 @@ class Feeder:
         """``size``: a :class:`ChunkSizer`, or :func:`fixed_size` for the caller's chunksize."""
         self._backend = backend
         self._sink = sink
-        self._chunks = chunks(iterable, size, keep_partial=isinstance(size, ChunkSizer))
+        self._sizer = size if isinstance(size, ChunkSizer) else None
+        self._chunks = chunks(iterable, size, keep_partial=self._sizer is not None)
         self._prepare = prepare
         self._mode = mode
         self._on_end = on_end
@@ -200,6 +234,13 @@ class Feeder:
         read = submitted = 0
         chunks = islice(self._chunks, room)
         while True:
+            if self._sizer is not None and self._sizer.probing():
+                # The measurement will come from the chunks made so far: out with them first.
+                self._submit(tasks, read - submitted)
+                tasks, submitted = [], read
+                self._sizer.settle()
+                if self._sink._stopped():
+                    return tasks, read, 0, None  # cancelled meanwhile: read no further
             try:
                 chunk = next(chunks, None)
             except Exception as exc:

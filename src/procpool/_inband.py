@@ -31,5 +31,5 @@ _runner = _Runner()
 
 def run_inband(task: WireTask) -> tuple[int, bytes]:
     """Run the task here: ``(status, payload)``, ``payload`` the pickled result or exception."""
-    status, payload, _ = _Worker._run(_runner, task, None)  # type: ignore[arg-type]
+    status, payload, _, _ = _Worker._run(_runner, task, None)  # type: ignore[arg-type]
     return int(status), bytes(payload)

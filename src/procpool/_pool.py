@@ -426,11 +426,15 @@ class Pool(multiprocessing.pool.Pool):
             fixed_size(chunksize)
             if chunksize is not None
             else ChunkSizer(
-                lambda: self._backend.item_seconds(function),
+                lambda wait: self._backend.item_seconds(function, wait),
                 cap,
                 self._chunk_seconds,
                 len(iterable) if isinstance(iterable, Sized) else None,
                 self._processes,
+                # A map's outcome is whole (one failed chunk fails it): it may wait for its
+                # first measurement. An imap hands out each result: until measured, its items
+                # go one a chunk, each failing alone, as with the standard library's imap.
+                probe=first_here,
             )
         )
         self._control.add_feed(sink)

@@ -223,8 +223,8 @@ class ProcessBackend:
     def processes(self) -> list[BaseProcess]:
         return self._procs
 
-    def item_seconds(self, function: bytes) -> float | None:
-        return self._core.item_seconds(function)
+    def item_seconds(self, function: bytes, wait: float = 0.0) -> float | None:
+        return self._core.item_seconds(function, wait)
 
     def _post(self, call: Callable[..., None], *args: Any) -> None:
         with self._inbox_lock:
@@ -658,17 +658,18 @@ class ProcessBackend:
     # -- posted calls, run on the scheduler thread ------------------------------------------
 
     def _on_submit(self, tasks: list[PreparedTask]) -> None:
-        ids = self._core.add(tasks)  # none once terminated or broken: failed already
-        if ids:
-            infos = [
-                TaskInfo(
-                    task_id,
-                    task.timeout,
-                    len(task.function) + len(task.arguments),
-                    task.mode is not Mode.APPLY,
-                )
-                for task_id, task in zip(ids, tasks, strict=True)
-            ]
+        ids = self._core.add(tasks)  # None: refused, and failed already
+        infos = [
+            TaskInfo(
+                task_id,
+                task.timeout,
+                len(task.function) + len(task.arguments),
+                task.mode is not Mode.APPLY,
+            )
+            for task_id, task in zip(ids, tasks, strict=True)
+            if task_id is not None
+        ]
+        if infos:
             self._execute(self._policy.submit(infos))
 
     def _on_cancel(self, sink: ResultSink, reply: _Reply) -> None:

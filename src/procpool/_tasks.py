@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -42,8 +43,10 @@ __all__ = ["ErrorFactory", "TaskCore", "moving_average"]
 # Builds the error that ends a task, from the sentence that says what happened to it.
 ErrorFactory = Callable[[str], BaseException]
 
-# Weight of the newest sample in a moving average of measured durations.
+# Weight of the newest sample in a moving average of measured durations; what is left of the
+# older samples' weight after each new one.
 _EMA_WEIGHT = 0.2
+_DECAY = 1 - _EMA_WEIGHT
 # Functions whose time per call is remembered (the oldest measured is forgotten first).
 _MEASURED_FUNCTIONS = 256
 
@@ -69,10 +72,15 @@ class TaskCore:
         self._deadlines: dict[int, float] = {}  # task id -> when its running attempt times out
         self._ids = itertools.count()
         self._running = True  # False once terminated or broken: no retry, no new task
+        # Results the caller cancelled: a task of theirs that comes later is refused.
+        self._cancelled_sinks: weakref.WeakSet[ResultSink] = weakref.WeakSet()
         self._broken: BaseException | None = None
-        # Seconds one call of each function takes (pickled function -> moving average): sizes
-        # the automatic chunks of the next map of that function. Read by other threads.
-        self._per_call: dict[bytes, float] = {}
+        # Seconds one call of each function takes: pickled function -> (seconds, calls, samples),
+        # the sums decaying by _DECAY at each new sample, so that a chunk counts as many calls
+        # as it made (a one-item chunk, mostly fixed costs, weighs little against a chunk of a
+        # thousand). Sizes the automatic chunks of the function's maps; read by other threads.
+        self._per_call: dict[bytes, tuple[float, float, int]] = {}
+        self._measured_more = threading.Condition(self._lock)  # a function has a new sample
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -94,9 +102,19 @@ class TaskCore:
         with self._lock:
             return list(self._records)
 
-    def item_seconds(self, function: bytes) -> float | None:
-        """How long one call of the (pickled) function took lately; None: never measured."""
-        return self._per_call.get(function)
+    def item_seconds(self, function: bytes, wait: float = 0.0) -> float | None:
+        """How long one call of the (pickled) function took lately; None: never measured.
+        ``wait``: first wait up to this many seconds for a new measurement of it."""
+        if wait > 0:
+            with self._measured_more:
+                seen = self._samples(function)
+                self._measured_more.wait_for(lambda: self._samples(function) > seen, wait)
+        sums = self._per_call.get(function)
+        return None if sums is None else sums[0] / sums[1]
+
+    def _samples(self, function: bytes) -> int:
+        sums = self._per_call.get(function)
+        return 0 if sums is None else sums[2]
 
     @property
     def broken(self) -> BaseException | None:
@@ -105,17 +123,28 @@ class TaskCore:
 
     # -- tasks come and attempts start ----------------------------------------------------------
 
-    def add(self, tasks: Sequence[PreparedTask]) -> list[int]:
-        """Give the tasks their ids and keep them until they end. Once the pool is terminated
-        or broken, they are failed at once and no id is returned."""
+    def add(self, tasks: Sequence[PreparedTask]) -> list[int | None]:
+        """Give the tasks their ids and keep them until they end: an id for each task, or None
+        for one refused and failed at once (the pool is terminated or broken; its result was
+        cancelled, and a feeder still reading its input submitted it meanwhile)."""
+        refused: list[tuple[PreparedTask, BaseException]] = []
+        ids: list[int | None] = []
         with self._lock:
-            if self._running:
-                ids = [next(self._ids) for _ in tasks]
-                self._records.update(zip(ids, map(_Record, tasks), strict=True))
-                return ids
-        for task in tasks:
-            task.sink._fail(task.index, self.final_error(task))
-        return []
+            for task in tasks:
+                if not self._running:
+                    refused.append((task, self.final_error(task)))
+                elif task.sink in self._cancelled_sinks:
+                    cancelled = TaskCancelledError(f"task {task.label} was cancelled")
+                    refused.append((task, cancelled))
+                else:
+                    task_id = next(self._ids)
+                    self._records[task_id] = _Record(task)
+                    ids.append(task_id)
+                    continue
+                ids.append(None)
+        for task, error in refused:
+            task.sink._fail(task.index, error)
+        return ids
 
     def started(self, task_id: int) -> None:
         """An attempt at the task has started: its deadline runs from now, if it has one."""
@@ -208,6 +237,8 @@ class TaskCore:
     def cancel(self, sink: ResultSink) -> dict[int, PreparedTask]:
         """The caller cancelled the sink's unfinished tasks: they fail with
         :class:`TaskCancelledError` now; those returned, by id, are the attempts to stop."""
+        with self._lock:
+            self._cancelled_sinks.add(sink)
         return self.fail(
             self.ids_of(sink), lambda task: TaskCancelledError(f"task {task.label} was cancelled")
         )
@@ -242,12 +273,20 @@ class TaskCore:
 
     def _measured(self, task: PreparedTask, elapsed: float) -> None:
         per_call = self._per_call
-        known = task.function in per_call
-        per_call[task.function] = moving_average(
-            per_call.get(task.function), elapsed / max(1, task.items)
-        )
-        if not known and len(per_call) > _MEASURED_FUNCTIONS:
-            del per_call[next(iter(per_call))]  # the function measured first
+        calls = max(1, task.items)
+        sums = per_call.get(task.function)
+        if sums is None:
+            per_call[task.function] = (elapsed, calls, 1)
+            if len(per_call) > _MEASURED_FUNCTIONS:
+                del per_call[next(iter(per_call))]  # the function measured first
+        else:
+            seconds, before, samples = sums
+            per_call[task.function] = (
+                seconds * _DECAY + elapsed,
+                before * _DECAY + calls,
+                samples + 1,
+            )
+        self._measured_more.notify_all()
 
     def _may_retry(self, record: _Record) -> bool:
         return self._running and len(record.earlier) < record.task.retries

@@ -224,14 +224,15 @@ class _Worker:
             kept = deque(item for item in self._queue if item[0].task_id not in ids)
             recalled = [item for item in self._queue if item[0].task_id in ids]
             self._queue = kept
-        self._send(RECALLED, [pack_ids([task.task_id for task, _ in recalled])])
+            # Said before the queue is let go of: a task queued behind the recalled ones must
+            # not start, and report, before the scheduler knows they are back (it expects the
+            # reports in the order it sent the tasks, and would not take that one).
+            self._send(RECALLED, [pack_ids([task.task_id for task, _ in recalled])])
 
     # -- the main thread ----------------------------------------------------------------------
 
     def _run_and_report(self, task: WireTask, lent: Lent | BaseException | None) -> None:
-        started = time.perf_counter()
-        status, payload, segments = self._run(task, lent)
-        elapsed = time.perf_counter() - started
+        status, payload, segments, elapsed = self._run(task, lent)
         released = True
         if isinstance(lent, Lent) and not lent.try_release():
             # The task kept a view of its arguments (in a global, say): those pages stay
@@ -256,15 +257,20 @@ class _Worker:
 
     def _run(
         self, task: WireTask, lent: Lent | BaseException | None
-    ) -> tuple[Status, bytes, list[Segment]]:
+    ) -> tuple[Status, bytes, list[Segment], float]:
+        """Run the task: its status, pickled outcome, result segments and the seconds it took
+        from its arguments to its pickled result (a function's first loading in this worker,
+        a cost paid once, is left out: the time sizes the chunks of its next tasks)."""
+        started = time.perf_counter()
         try:
             if isinstance(lent, BaseException):
                 raise lent
             function = self._functions.get(task.function)
+            started = time.perf_counter()
             arguments = _shm.loads(task.arguments, lent)
             retry_on = pickle.loads(task.retry_on) if task.retry_on else ()
         except BaseException as exc:
-            return Status.UNDECODABLE, encode_exception(exc), []
+            return Status.UNDECODABLE, encode_exception(exc), [], time.perf_counter() - started
         try:
             if task.return_exceptions:
                 result = _call_each(task.mode, function, arguments, retry_on)
@@ -272,17 +278,19 @@ class _Worker:
                 result = _call(task.mode, function, arguments)
         except BaseException as exc:
             status = Status.RETRY if isinstance(exc, retry_on) else Status.ERROR
-            return status, encode_exception(exc), []
+            return status, encode_exception(exc), [], time.perf_counter() - started
         del arguments
         try:
             payload, segments = _shm.dumps(result, self._results)
         except Exception as exc:
-            return Status.ERROR, encode_exception(encoding_error(exc, result)), []
+            error = encode_exception(encoding_error(exc, result))
+            return Status.ERROR, error, [], time.perf_counter() - started
+        elapsed = time.perf_counter() - started
         if task.return_exceptions and any(
             isinstance(r, RaisedItem) and r.retryable for r in result
         ):
-            return Status.RETRY, payload, segments
-        return Status.OK, payload, segments
+            return Status.RETRY, payload, segments, elapsed
+        return Status.OK, payload, segments, elapsed
 
 
 class _Memory:
