@@ -32,7 +32,7 @@ class InlineBackend:
         self.closed = False
         self.per_item = 1e-6  # what the backend says one call takes
         self.fresh = False  # True: nothing measured until a task has run
-        self.waits: list[tuple[float, int]] = []  # (a wait for a measurement, tasks run then)
+        self.waits: list[tuple[float, int, int]] = []  # (wait, samples waited for, tasks run)
         self.terminated = False
         self.done = threading.Event()
 
@@ -66,9 +66,9 @@ class InlineBackend:
     def join(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)
 
-    def item_seconds(self, function: bytes, wait: float = 0.0) -> float | None:
+    def item_seconds(self, function: bytes, wait: float = 0.0, samples: int = 1) -> float | None:
         if wait:
-            self.waits.append((wait, len(self.tasks)))
+            self.waits.append((wait, samples, len(self.tasks)))
         return None if self.fresh and not self.tasks else self.per_item
 
 
@@ -150,7 +150,7 @@ def test_a_first_map_waits_for_its_first_measurement_after_a_chunk_per_worker(
     # One single item per worker went out (and ran: the measure comes from them) before the
     # feeder waited for a measurement, then the chunks follow it (1 us per item: the map's cap,
     # 84 items, at once).
-    assert backend.waits == [(PROBE_WAIT, 3)]
+    assert backend.waits == [(PROBE_WAIT, 3, 3)]  # for what the 3 chunks out measure
     assert [task.items for task in backend.tasks][:4] == [1, 1, 1, 84]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -18,18 +18,23 @@ from procpool._feeding import (
 )
 
 
+def measured(seconds: float | None) -> Callable[..., float | None]:
+    """A measure that always says ``seconds`` per item, at once."""
+    return lambda wait=0.0, samples=1: seconds
+
+
 def test_one_item_a_chunk_until_measured() -> None:
-    sizer = ChunkSizer(lambda _wait: None, cap=1000)
+    sizer = ChunkSizer(measured(None), cap=1000)
     assert [sizer() for _ in range(5)] == [1, 1, 1, 1, 1]
 
 
 def test_while_chunks_grow_the_feeder_waits_for_a_new_measurement_after_each_wave() -> None:
-    waits: list[float] = []
+    waits: list[tuple[float, int]] = []
     measured: list[float] = []
 
-    def measure(wait: float) -> float | None:
+    def measure(wait: float = 0.0, samples: int = 1) -> float | None:
         if wait:
-            waits.append(wait)
+            waits.append((wait, samples))
         return measured[-1] if measured else None
 
     sizer = ChunkSizer(measure, cap=1000, workers=2)
@@ -37,7 +42,7 @@ def test_while_chunks_grow_the_feeder_waits_for_a_new_measurement_after_each_wav
     assert [sizer(), sizer()] == [1, 1]  # one item per worker before any measurement
     assert sizer.probing()  # wait for what they measure, rather than read on in single items
     sizer.settle()
-    assert waits == [PROBE_WAIT]
+    assert waits == [(PROBE_WAIT, 2)]  # for what the two chunks out measure
     assert not sizer.probing()
     measured.append(TARGET_CHUNK_SECONDS / 100)  # the target: 100 items, the floor: 20
     assert [sizer(), sizer()] == [20, 40]
@@ -47,13 +52,13 @@ def test_while_chunks_grow_the_feeder_waits_for_a_new_measurement_after_each_wav
     assert not sizer.probing()  # the target is reached: no more waiting
     assert [sizer(), sizer(), sizer()] == [100, 100, 100]
     assert not sizer.probing()
-    assert waits == [PROBE_WAIT, PROBE_WAIT]
+    assert waits == [(PROBE_WAIT, 2), (PROBE_WAIT, 2)]
 
 
 def test_an_imap_does_not_wait_for_measurements() -> None:
     """An imap hands out each result: its items go one a chunk until measured, each failing
     alone, however long the measurement takes."""
-    sizer = ChunkSizer(lambda _wait: None, cap=16, workers=2, probe=False)
+    sizer = ChunkSizer(measured(None), cap=16, workers=2, probe=False)
     assert [sizer() for _ in range(6)] == [1] * 6
     assert not sizer.probing()
 
@@ -64,17 +69,17 @@ def test_chunks_start_at_the_floor_and_grow_at_most_twofold_towards_the_target()
     floor = int(FLOOR_SHARE * TARGET_CHUNK_SECONDS / per_item)
     assert 190 <= floor <= 200
     assert 990 <= target <= 1000
-    sizer = ChunkSizer(lambda _wait: per_item, cap=10_000)
+    sizer = ChunkSizer(measured(per_item), cap=10_000)
     assert [sizer() for _ in range(6)] == [floor, 2 * floor, 4 * floor, target, target, target]
 
 
 def test_long_items_travel_one_at_a_time() -> None:
-    sizer = ChunkSizer(lambda _wait: 10 * TARGET_CHUNK_SECONDS, cap=10_000)
+    sizer = ChunkSizer(measured(10 * TARGET_CHUNK_SECONDS), cap=10_000)
     assert {sizer() for _ in range(10)} == {1}
 
 
 def test_chunks_never_exceed_the_cap() -> None:
-    sizer = ChunkSizer(lambda _wait: 1e-12, cap=IMAP_MAX_CHUNK)
+    sizer = ChunkSizer(measured(1e-12), cap=IMAP_MAX_CHUNK)
     sizes = [sizer() for _ in range(30)]
     assert max(sizes) == IMAP_MAX_CHUNK
     assert sizes[-1] == IMAP_MAX_CHUNK
@@ -82,7 +87,7 @@ def test_chunks_never_exceed_the_cap() -> None:
 
 def test_a_measurement_that_changes_is_followed() -> None:
     seconds = [TARGET_CHUNK_SECONDS / 8]
-    sizer = ChunkSizer(lambda _wait: seconds[0], cap=1000)
+    sizer = ChunkSizer(lambda wait=0.0, samples=1: seconds[0], cap=1000)
     assert [sizer() for _ in range(4)] == [2, 4, 8, 8]
     seconds[0] = TARGET_CHUNK_SECONDS  # the items became slow: back to one at a time
     assert sizer() == 1
@@ -130,9 +135,7 @@ def sizes_for(sizer: ChunkSizer, length: int) -> list[int]:
 def test_chunks_shrink_as_a_known_input_runs_out() -> None:
     """The last chunks are small: no worker ends with a long chunk while the others idle."""
     per_item = TARGET_CHUNK_SECONDS / 500  # the floor: 100 items
-    sizes = sizes_for(
-        ChunkSizer(lambda _wait: per_item, cap=10_000, length=20_000, workers=2), 20_000
-    )
+    sizes = sizes_for(ChunkSizer(measured(per_item), cap=10_000, length=20_000, workers=2), 20_000)
     assert sum(sizes) == 20_000
     assert max(sizes) <= 500
     assert sizes[-4:-1] == [100, 100, 100]  # down to the floor, not below (then what is left)
@@ -143,7 +146,7 @@ def test_chunks_shrink_as_a_known_input_runs_out() -> None:
 
 def test_slow_items_shrink_to_one_a_chunk_at_the_end() -> None:
     per_item = TARGET_CHUNK_SECONDS / 8  # the floor is under one item
-    sizes = sizes_for(ChunkSizer(lambda _wait: per_item, cap=10_000, length=400, workers=2), 400)
+    sizes = sizes_for(ChunkSizer(measured(per_item), cap=10_000, length=400, workers=2), 400)
     assert max(sizes) == 8
     assert sizes[-4:] == [1, 1, 1, 1]
 
@@ -152,5 +155,5 @@ def test_a_short_map_of_tiny_items_travels_in_the_standard_librarys_chunks() -> 
     """75 items of 10 us (scipy's differential_evolution on rosen, say): a few chunks of the
     standard library's size, not dozens of one or two items that cost more than they run."""
     cap = map_chunk_cap(75, 2)
-    sizes = sizes_for(ChunkSizer(lambda _wait: 1e-5, cap=cap, length=75, workers=2), 75)
+    sizes = sizes_for(ChunkSizer(measured(1e-5), cap=cap, length=75, workers=2), 75)
     assert sizes == [10] * 7 + [5]

@@ -548,3 +548,13 @@ def test_a_wait_for_a_measurement_ends_with_the_next_one() -> None:
     waiting.join(10)
     assert not waiting.is_alive()
     assert got == [pytest.approx((0.8 * 1.0 + 3.0) / (0.8 + 1))]
+
+
+def test_a_wait_for_several_measurements_ends_with_the_last_of_them() -> None:
+    core = TaskCore()
+    sink = RecordingSink()
+    ids = core.add([prepared(sink, i) for i in range(3)])
+    core.completed(ids[0], Status.OK, RESULT, elapsed=1.0)  # before the wait: not counted
+    # Two more must come: the wait runs out (briefly) with one only.
+    core.completed(ids[1], Status.OK, RESULT, elapsed=1.0)
+    assert core.item_seconds(b"function", wait=0.01, samples=1) == pytest.approx(1.0)

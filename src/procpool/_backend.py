@@ -119,9 +119,10 @@ class Backend(Protocol):
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the backend has finished after close or terminate; True if it has."""
 
-    def item_seconds(self, function: bytes, wait: float = 0.0) -> float | None:
+    def item_seconds(self, function: bytes, wait: float = 0.0, samples: int = 1) -> float | None:
         """How long one call of the pickled ``function`` took lately (None: not measured),
-        waiting up to ``wait`` seconds for a first measurement: sizes its maps' chunks."""
+        first waiting up to ``wait`` seconds for ``samples`` new measurements: sizes its maps'
+        chunks."""
 
 
 @runtime_checkable

@@ -186,8 +186,8 @@ class DaskBackend:
             finisher.join()
         return True
 
-    def item_seconds(self, function: bytes, wait: float = 0.0) -> float | None:
-        return self._core.item_seconds(function, wait)
+    def item_seconds(self, function: bytes, wait: float = 0.0, samples: int = 1) -> float | None:
+        return self._core.item_seconds(function, wait, samples)
 
     # -- submitting attempts ------------------------------------------------------------------
 

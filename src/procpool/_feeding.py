@@ -78,6 +78,13 @@ def map_chunk_cap(length: int, workers: int) -> int:
     return max(1, -(-length // (4 * workers)))
 
 
+class Measure(Protocol):
+    """Seconds per item measured lately (None: never), after waiting up to ``wait`` seconds
+    for ``samples`` new measurements."""
+
+    def __call__(self, wait: float = 0.0, samples: int = 1) -> float | None: ...
+
+
 class ChunkSizer:
     """Sizes the next chunk from the measured time per item (``measure``, None if unknown),
     at most ``cap`` items: one item a chunk until a measurement comes, then growing at most
@@ -88,15 +95,15 @@ class ChunkSizer:
     Neither rule makes a chunk smaller than ``FLOOR_SHARE`` of the target's measured work (tiny
     items in a short map travel in a few chunks, as with the standard library's size).
 
-    ``measure(wait)`` gives the measured seconds per item, first waiting up to ``wait`` seconds
-    for a new measurement. While chunks grow (the first measurements, from few items, are
-    mostly fixed costs), :meth:`probing` says, once a chunk per worker is out, that the feeder
-    should wait for a new one (with nothing held back: it comes from the chunks already out)
-    by calling :meth:`settle`, rather than make many chunks from the old one."""
+    ``measure(wait, samples)`` gives the measured seconds per item, first waiting up to
+    ``wait`` seconds for ``samples`` new measurements. While chunks grow (the first
+    measurements, from few items, are mostly fixed costs), :meth:`probing` says, once a chunk
+    per worker is out, that the feeder should wait for what they measure (with nothing held
+    back) by calling :meth:`settle`, rather than make many chunks from the old figure."""
 
     def __init__(
         self,
-        measure: Callable[[float], float | None],
+        measure: Measure,
         cap: int,
         target: float = TARGET_CHUNK_SECONDS,
         length: int | None = None,
@@ -120,8 +127,8 @@ class ChunkSizer:
         return self._probe and self._growing and self._unsettled >= self._workers
 
     def settle(self) -> None:
-        """Wait a moment for a new measurement (the feeder holds no chunk back)."""
-        self._measure(PROBE_WAIT)
+        """Wait a moment for what the chunks out measure (the feeder holds none back)."""
+        self._measure(PROBE_WAIT, self._unsettled)
         self._unsettled = 0
 
     def __call__(self) -> int:

@@ -426,7 +426,7 @@ class Pool(multiprocessing.pool.Pool):
             fixed_size(chunksize)
             if chunksize is not None
             else ChunkSizer(
-                lambda wait: self._backend.item_seconds(function, wait),
+                lambda wait=0.0, samples=1: self._backend.item_seconds(function, wait, samples),
                 cap,
                 self._chunk_seconds,
                 len(iterable) if isinstance(iterable, Sized) else None,

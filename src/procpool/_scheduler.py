@@ -223,8 +223,8 @@ class ProcessBackend:
     def processes(self) -> list[BaseProcess]:
         return self._procs
 
-    def item_seconds(self, function: bytes, wait: float = 0.0) -> float | None:
-        return self._core.item_seconds(function, wait)
+    def item_seconds(self, function: bytes, wait: float = 0.0, samples: int = 1) -> float | None:
+        return self._core.item_seconds(function, wait, samples)
 
     def _post(self, call: Callable[..., None], *args: Any) -> None:
         with self._inbox_lock:

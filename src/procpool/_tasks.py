@@ -102,13 +102,13 @@ class TaskCore:
         with self._lock:
             return list(self._records)
 
-    def item_seconds(self, function: bytes, wait: float = 0.0) -> float | None:
+    def item_seconds(self, function: bytes, wait: float = 0.0, samples: int = 1) -> float | None:
         """How long one call of the (pickled) function took lately; None: never measured.
-        ``wait``: first wait up to this many seconds for a new measurement of it."""
+        ``wait``: first wait up to this many seconds for ``samples`` new measurements of it."""
         if wait > 0:
             with self._measured_more:
-                seen = self._samples(function)
-                self._measured_more.wait_for(lambda: self._samples(function) > seen, wait)
+                until = self._samples(function) + samples
+                self._measured_more.wait_for(lambda: self._samples(function) >= until, wait)
         sums = self._per_call.get(function)
         return None if sums is None else sums[0] / sums[1]
 
