@@ -8,7 +8,8 @@ cancellation, the pool's end. A backend only runs attempts and reports how each 
 
     backend                                   TaskCore
     ───────                                   ────────
-    submit(tasks)                  ──add──▶   ids (refused once terminated or broken)
+    submit(tasks)                  ──add──▶   ids (None: refused once terminated or broken,
+                                                 or the result was cancelled)
     an attempt starts              ──started─▶ its deadline, if the task has a timeout
     it returned or raised          ──completed─▶ delivered, or True: run it again; its
                                                  time per call measured for its function
@@ -130,12 +131,12 @@ class TaskCore:
         refused: list[tuple[PreparedTask, BaseException]] = []
         ids: list[int | None] = []
         with self._lock:
+            cancelled = self._cancelled_sinks if len(self._cancelled_sinks) else ()
             for task in tasks:
                 if not self._running:
                     refused.append((task, self.final_error(task)))
-                elif task.sink in self._cancelled_sinks:
-                    cancelled = TaskCancelledError(f"task {task.label} was cancelled")
-                    refused.append((task, cancelled))
+                elif task.sink in cancelled:
+                    refused.append((task, TaskCancelledError(f"task {task.label} was cancelled")))
                 else:
                     task_id = next(self._ids)
                     self._records[task_id] = _Record(task)
