@@ -124,3 +124,15 @@ def outcome(index: int, kind: str, marker: str = "") -> int:
 
 def outcome_item(item: tuple[int, str, str]) -> int:
     return outcome(*item)
+
+
+class _KillsWhenPickled:
+    """A result whose pickling kills the worker, after the task has called all its items."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        kill_self()
+        raise AssertionError("unreachable")
+
+
+def dies_when_returned(index: int) -> Any:
+    return _KillsWhenPickled() if index == 3 else index

@@ -19,3 +19,11 @@ def wait_for_gate(x: int) -> int:
 def note_start(x: int) -> int:
     LATER_STARTED.set()
     return x
+
+
+def wait_at_two(x: int) -> int:
+    """Item 2 says it started and waits for the gate; the others return at once."""
+    if x == 2:
+        FIRST_STARTED.set()
+        assert GATE.wait(30)
+    return x

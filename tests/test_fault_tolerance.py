@@ -44,6 +44,7 @@ from _fault_tolerance_tasks import (  # noqa: E402
     block_first_time,
     die_always,
     die_first_time,
+    dies_when_returned,
     getpid,
     hoard,
     kill_self,
@@ -566,6 +567,88 @@ def test_return_exceptions_in_place(
         assert Counter(map(describe, results)) == Counter(expected)
     else:
         assert [describe(r) for r in results] == expected
+    assert_still_works(pool)
+    close_and_check(pool, audit)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("api", ["map", "starmap", "imap", "imap_unordered"])
+def test_a_lost_worker_fails_only_the_item_it_was_calling_in_a_chunk(
+    pools: Callable[..., procpool.Pool], tmp_path: Path, audit: Audit, api: str
+) -> None:
+    """Items that fail alone may travel several to a task: a worker killed while calling one
+    of them fails that item alone; the chunk runs again for the others, without it."""
+    pool = pools(2)
+    audit.note(pool)
+    marker = str(tmp_path / "died")
+    items = [(i, kind, marker) for i, kind in enumerate(KINDS)]
+    results = run_in_place(pool, api, items, chunksize=len(items))  # one chunk holds them all
+    died = int(Path(marker).read_text())
+    expected = [expected_outcome(i, kind, died) for i, kind in enumerate(KINDS)]
+    if api == "imap_unordered":
+        assert Counter(map(describe, results)) == Counter(expected)
+    else:
+        assert [describe(r) for r in results] == expected
+    [lost] = [r for r in results if isinstance(r, WorkerLostError)]
+    assert f"(item {KINDS.index('die')} of a chunk of {len(items)})" in str(lost)
+    assert not wait_gone({died}, timeout=WAIT)
+    assert_still_works(pool)
+    close_and_check(pool, audit)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("chunksize", [None, 1])
+@pytest.mark.parametrize("api", ["imap", "imap_unordered"])
+def test_imap_items_fail_alone_as_with_one_item_chunks(
+    pools: Callable[..., procpool.Pool],
+    tmp_path: Path,
+    audit: Audit,
+    api: str,
+    chunksize: int | None,
+) -> None:
+    """As with the standard library's one-item chunks, an item that raises or kills its worker
+    raises at its turn and the iteration goes on, though procpool groups the items into tasks
+    (after the warm-up, the function's time per call is known: one task carries them all)."""
+    pool = pools(2)
+    audit.note(pool)
+    warm_up = [(i, "ok", "") for i in range(50)]
+    assert drain(getattr(pool, api)(outcome_item, warm_up, chunksize=chunksize))
+    marker = str(tmp_path / "died")
+    items = [(i, kind, marker) for i, kind in enumerate(KINDS)]
+    iterator = getattr(pool, api)(outcome_item, items, chunksize=chunksize)
+    results = []
+    for _ in items:
+        try:
+            results.append(iterator.next(timeout=WAIT))
+        except (ValueError, KeyError, WorkerLostError) as exc:
+            results.append(exc)
+    with pytest.raises(StopIteration):
+        iterator.next(timeout=WAIT)
+    died = int(Path(marker).read_text())
+    expected = [expected_outcome(i, kind, died) for i, kind in enumerate(KINDS)]
+    if api == "imap_unordered":
+        assert Counter(map(describe, results)) == Counter(expected)
+    else:
+        assert [describe(r) for r in results] == expected
+    [lost] = [r for r in results if isinstance(r, WorkerLostError)]
+    assert f"(item {KINDS.index('die')} of a chunk of {len(items)})" in str(lost)
+    assert_still_works(pool)
+    close_and_check(pool, audit)
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_lost_after_its_last_item_fails_the_chunk(
+    pools: Callable[..., procpool.Pool], audit: Audit
+) -> None:
+    """A worker that dies once every item was called (pickling the results, say) cannot say
+    which item killed it: the chunk's items fail, each with the loss, and nothing runs again."""
+    pool = pools(2)
+    audit.note(pool)
+    results = pool.map_async(dies_when_returned, range(6), chunksize=6, return_exceptions=True).get(
+        timeout=WAIT
+    )
+    assert [type(r) for r in results] == [WorkerLostError] * 6
+    assert "item" not in str(results[0])
     assert_still_works(pool)
     close_and_check(pool, audit)
 

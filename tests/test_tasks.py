@@ -22,6 +22,7 @@ from procpool._errors import (
     attempts_note,
 )
 from procpool._protocol import Mode, Status, encode_exception
+from procpool._serialize import decode_exception
 from procpool._tasks import TaskCore
 
 RESULT = memoryview(pickle.dumps("result"))
@@ -163,6 +164,49 @@ def test_a_task_without_retries_fails_at_its_first_loss_without_a_note() -> None
     assert type(error) is TaskTimeoutError
     assert str(error) == "task work ran past its 1 s timeout"
     assert not hasattr(error, "__notes__")
+
+
+def test_a_lost_item_fails_alone_and_its_task_runs_again_without_it() -> None:
+    core, _, sink, [task_id] = core_with(return_exceptions=True)
+    task = core.task(task_id)
+    assert task is not None
+    task.items = 5
+    what = "was running in worker process 1, which was killed by signal 9"
+    assert core.item_lost(task_id, 3, what, lost) is True
+    assert sink.calls == []  # the task runs again, for its other items
+    assert list(task.fallen) == [3]
+    error = decode_exception(task.fallen[3])
+    assert type(error) is WorkerLostError
+    assert str(error) == f"task work (item 3 of a chunk of 5) {what}; replaced"
+    assert (error.pid, error.exitcode) == (4321, -9)
+    assert error.__cause__ is None  # never raised: no remote traceback to show
+    # Another loss in the next attempt fails one more item, and the attempt is not recorded
+    # against the task: its outcome, when it comes, carries no note.
+    assert core.item_lost(task_id, 0, "was lost", lost) is True
+    assert sorted(task.fallen) == [0, 3]
+    assert core.completed(task_id, Status.OK, RESULT) is False
+    outcome = sink.outcome()
+    assert isinstance(outcome, Delivered)
+    assert outcome.attempts == ()
+
+
+def test_a_lost_item_of_a_task_with_retries_left_reruns_the_whole_task() -> None:
+    core, _, sink, [task_id] = core_with(return_exceptions=True, retries=1)
+    task = core.task(task_id)
+    assert task is not None
+    assert core.item_lost(task_id, 2, "was lost", lost) is True
+    assert task.fallen == {}  # the item gets its retry with the others
+    # Out of retries: the item that kills the worker now fails alone.
+    assert core.item_lost(task_id, 2, "was lost again", lost) is True
+    assert list(task.fallen) == [2]
+    assert sink.calls == []
+
+
+def test_a_lost_item_fails_the_whole_task_once_terminated() -> None:
+    core, _, sink, [task_id] = core_with(return_exceptions=True)
+    core.break_pool(RuntimeError("broken"))
+    assert core.item_lost(task_id, 0, "was lost", lost) is False
+    assert type(sink.error()) is WorkerLostError
 
 
 def test_a_retried_task_that_then_succeeds_is_delivered_with_its_record() -> None:

@@ -3,6 +3,7 @@ reports, which the scheduler relies on."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import socket
 import threading
@@ -21,8 +22,11 @@ from procpool._protocol import (
     RECALLED,
     STOP,
     TASKS,
+    CallMarker,
     Mode,
+    RaisedItem,
     WireTask,
+    encode_exception,
     pack_ids,
     pack_tasks,
     unpack_done,
@@ -43,7 +47,12 @@ class Harness:
         self.thread = threading.Thread(target=self.worker.serve, daemon=True)
         self.thread.start()
         self.frames: list[Frame] = []
-        assert self.next().kind == READY
+        ready = self.next()
+        assert ready.kind == READY
+        # The worker's call marker: which item of which task it is calling.
+        assert len(ready.fds) == 1
+        self.marker = CallMarker(ready.fds[0])
+        os.close(ready.fds[0])
 
     def next(self) -> Frame:
         while not self.frames:
@@ -58,11 +67,16 @@ class Harness:
         self.control.close()  # the worker's control thread reads its end and exits
         for end in self.their_ends:
             end.close()
+        self.marker.close()
 
 
 @pytest.fixture
 def harness() -> Iterator[Harness]:
-    for event in (_worker_tasks.GATE, _worker_tasks.FIRST_STARTED, _worker_tasks.LATER_STARTED):
+    for event in (
+        _worker_tasks.GATE,
+        _worker_tasks.FIRST_STARTED,
+        _worker_tasks.LATER_STARTED,
+    ):
         event.clear()
     h = Harness()
     yield h
@@ -113,3 +127,46 @@ def test_a_recall_is_answered_before_a_later_task_can_report(
         elif frame.kind == RECALLED:
             order.append(("recalled", tuple(unpack_ids(frame.body))))
     assert order == [("done", 1), ("recalled", (2,)), ("done", 3)]
+
+
+@pytest.mark.timeout(30)
+def test_a_task_whose_items_fail_alone_marks_each_item_and_skips_fallen_ones(
+    harness: Harness,
+) -> None:
+    """The scheduler reads the marker after a worker's death to fail only the item that killed
+    it; a fallen item (one that killed a worker before) is not called again: its exception
+    stands in its place."""
+    fallen = encode_exception(ValueError("killed a worker"), with_traceback=False)
+    harness.channel.send(
+        TASKS,
+        [
+            pack_tasks(
+                [
+                    WireTask(
+                        7,
+                        Mode.MAP,
+                        pickle.dumps(_worker_tasks.wait_at_two),
+                        pickle.dumps([0, 1, 2, 3, 4]),
+                        return_exceptions=True,
+                        fallen=((1, fallen),),
+                    )
+                ]
+            )
+        ],
+    )
+    assert _worker_tasks.FIRST_STARTED.wait(10)
+    assert harness.marker.read() == (7, 2)  # calling item 2 now
+    _worker_tasks.GATE.set()
+    frame = harness.next()
+    assert frame.kind == DONE
+    done = unpack_done(frame.body)
+    assert done.task_id == 7
+    results = pickle.loads(done.payload)
+    assert [r if not isinstance(r, RaisedItem) else r.payload for r in results] == [
+        0,
+        fallen,
+        2,
+        3,
+        4,
+    ]
+    assert harness.marker.read() == (7, 5)  # past the last item: none of them is running

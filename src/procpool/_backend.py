@@ -95,9 +95,14 @@ class PreparedTask:
     timeout: float | None = None  # seconds it may run once started
     retries: int = 0  # runs it may have again after a failed attempt
     retry_on: bytes = b""  # pickled tuple of the exception types worth a retry
-    return_exceptions: bool = False  # a failed item of a chunk yields its exception in place
+    # The chunk's items fail alone: an item that raises yields its exception in place (the
+    # sink returns it or raises it at its turn), and so does one that killed its worker.
+    return_exceptions: bool = False
     segments: list[Segment] = field(default_factory=list)  # the arguments' large buffers
     items: int = 1  # calls the task makes (a map chunk's length)
+    # Items that killed a worker (return_exceptions): not called again, each failing with its
+    # encoded exception (see TaskCore.item_lost).
+    fallen: dict[int, bytes] = field(default_factory=dict)
 
 
 class Backend(Protocol):

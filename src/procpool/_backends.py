@@ -14,7 +14,7 @@ from ._backend import Backend
 from ._context import get_context
 from ._cpu import cpu_count
 from ._feeding import TARGET_CHUNK_SECONDS
-from ._protocol import PROTOCOL
+from ._protocol import ITEMS_MARKED, PROTOCOL
 
 # The local backend is the default: loaded with the facade, not in the first Pool() call.
 from ._scheduler import ProcessBackend
@@ -42,6 +42,9 @@ class Built(NamedTuple):
     size: int  # the workers, or the cluster's threads: sizes map chunks and imap windows
     dumps_callable: Callable[[Any], bytes]  # pickles the functions the backend's workers call
     chunk_seconds: float = TARGET_CHUNK_SECONDS  # work an automatic map chunk stands for
+    # A lost worker fails only the item it was calling, in a chunk whose items fail alone
+    # (else the whole chunk): one-item imap chunks may then travel several to a task.
+    items_marked: bool = False
 
 
 def dumps_for_cluster(func: Any) -> bytes:
@@ -107,7 +110,7 @@ def _process_backend(settings: Settings) -> Built:
         settings.max_memory_per_child,
         segments=segments,
     )
-    return Built(backend, segments, size, dumps_callable)
+    return Built(backend, segments, size, dumps_callable, items_marked=ITEMS_MARKED)
 
 
 def _dask_backend(address: str | None, client: Any, settings: Settings) -> Built:

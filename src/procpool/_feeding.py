@@ -11,11 +11,11 @@ When the caller gives no ``chunksize``, :class:`ChunkSizer` picks each chunk's s
 measured time per item: tiny items travel thousands to a task, items that take milliseconds one
 at a time; the time per item is measured for each function apart. Until a measurement comes
 every chunk holds one item, then chunks start at a fifth of the target's work and grow at most
-twofold each, so the first results come early and an item that kills its worker early on fails
-alone (later, a worker's death fails the chunk it was running: pass ``chunksize=1`` where each
-item must fail alone). A ``map`` chunk never exceeds the standard library's size (a quarter of
-an even share), so the work still spreads over the workers; an ``imap`` chunk never exceeds
-``IMAP_MAX_CHUNK`` items, so its read-ahead stays bounded.
+twofold each, so the first results come early. A ``map`` chunk fails as a whole, as in the
+standard library; an ``imap`` chunk's items fail alone (see ``TaskCore.item_lost``). A ``map``
+chunk never exceeds the standard library's size (a quarter of an even share), so the work still
+spreads over the workers; an ``imap`` chunk never exceeds ``IMAP_MAX_CHUNK`` items, so its
+read-ahead stays bounded.
 """
 
 from __future__ import annotations

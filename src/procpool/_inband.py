@@ -24,6 +24,7 @@ class _Runner(threading.local):
     def __init__(self) -> None:
         self._functions = _FunctionCache()
         self._results = None
+        self._marker = None  # no process of its own to lose: no item to mark
 
 
 _runner = _Runner()

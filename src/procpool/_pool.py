@@ -8,6 +8,7 @@ feeder thread per call, which runs at most a window of chunks ahead of the consu
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing.pool
 import threading
 import warnings
@@ -121,6 +122,7 @@ class Pool(multiprocessing.pool.Pool):
         self._processes = built.size
         self._dumps_callable = built.dumps_callable
         self._chunk_seconds = built.chunk_seconds
+        self._items_marked = built.items_marked
         self._control = _Control(self._backend)
         self._state = Lifecycle.RUN
 
@@ -391,12 +393,28 @@ class Pool(multiprocessing.pool.Pool):
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         chunksize = chosen.chunksize_allowed(chunksize)
         total = len(iterable) if isinstance(iterable, Sized) else None
+        # As with the standard library's default of one item a chunk, each item fails alone:
+        # the chunks procpool picks run their items apart, and report each one's exception.
+        each = chunksize in (None, 1)
         iterator = kind(
             self._control,
             self._window(),
             chosen.return_exceptions,
             Progress.start(progress, total) if progress else None,
+            each,
         )
+        if each:
+            if (
+                chunksize == 1
+                and self._items_marked
+                and chosen.timeout is None
+                and chosen.retries == 0
+            ):
+                # One call per item, each failing alone, does not need a task per item: several
+                # travel in one, whose lost worker fails only the item it was calling. (A
+                # timeout or retries apply to a task: there, each item stays a task.)
+                chunksize = None
+            chosen = dataclasses.replace(chosen, return_exceptions=True)
         self._start_feed(
             iterator, iterable, chunksize, IMAP_MAX_CHUNK, chosen, func, Mode.MAP, first_here=False
         )

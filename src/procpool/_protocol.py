@@ -8,13 +8,14 @@ kind says what it is:
                           RECALL    pickle([task id, ...])      give back these if not started
                           RELEASE   pickle([segment id, ...])   result segments free for reuse
                           FORGET    pickle([segment id, ...])   argument segments now closed
-    worker -> scheduler   READY                                 the initializer has run
+    worker -> scheduler   READY     [fd of its call marker]     the initializer has run
                           INIT      encoded exception           the initializer raised
                           DONE      header + refs + payload     one task's outcome
                           RECALLED  pickle([task id, ...])      the recalled tasks not started
                           FORGET    pickle([segment id, ...])   result segments now closed
 
-A wire task is ``(task id, mode, function, arguments, retry_on, return_exceptions, segments)``;
+A wire task is ``(task id, mode, function, arguments, retry_on, return_exceptions, segments,
+fallen)``;
 ``function`` and ``arguments`` are pickles of their own, made in the caller's thread, so the
 scheduler thread never runs user pickling code. ``function`` is empty when it is the same as
 the previous task's sent to that worker (a map's chunks, a loop of apply calls), so a function
@@ -22,13 +23,18 @@ that carries a large value (a ``partial`` over an array, say) travels once, not 
 Large buffers of the arguments or of a result travel in shared-memory segments (``_shm``), named
 by :class:`~procpool._shm.SegmentRef` and their descriptors sent with the frame. Results stream
 back one DONE frame each, as tasks finish, so a worker killed mid-queue has reported everything
-it completed.
+it completed. A task whose items fail alone (``return_exceptions``) marks, in a page of shared
+memory (the :class:`CallMarker` whose descriptor came with READY), which of its items the worker
+is calling: should the worker die, the scheduler reads there which item killed it, and fails
+that item alone (``fallen``: the items the worker must not call again, their exceptions encoded).
 
 This module is imported by workers: it uses the standard library only.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
 import pickle
 import struct
 import traceback
@@ -53,6 +59,8 @@ RECALLED = ord("B")
 # of the task's argument segments, number of result segments.
 _DONE_HEADER = struct.Struct("!QBQdBH")
 _REF = struct.Struct("!QQB")
+# A call marker: the task id and the item of it being called (native order: one machine).
+_MARK = struct.Struct("qq")
 
 
 class Mode(IntEnum):
@@ -87,6 +95,9 @@ class WireTask(NamedTuple):
     retry_on: bytes = b""  # pickled tuple of exception types worth a retry; b"": none
     return_exceptions: bool = False  # MAP/STARMAP: an item that raises yields a RaisedItem
     segments: tuple[SegmentRef, ...] = ()  # the arguments' out-of-band buffers
+    # return_exceptions: items not to call, each with its encoded exception (they killed a
+    # worker): (item, encode_exception(error)), ...
+    fallen: tuple[tuple[int, bytes], ...] = ()
 
 
 class Done(NamedTuple):
@@ -160,13 +171,57 @@ class RaisedItem:
         return (RaisedItem, (self.payload, self.retryable))
 
 
-def encode_exception(exc: BaseException) -> bytes:
-    """Pickle an exception with its formatted traceback, so the caller sees where it failed.
+# Whether local workers can say which item killed them (CallMarker needs memfd_create).
+ITEMS_MARKED = hasattr(os, "memfd_create")
+
+
+class CallMarker:
+    """Which item of which task a worker is calling, in a page of memory its scheduler shares.
+
+    The worker creates it (an anonymous ``memfd``, so nothing outlives the two processes) and
+    sends its descriptor with READY; it marks each item of a task whose items fail alone before
+    calling it, and the item count once past the last. Should the worker die, the scheduler reads
+    the mark to learn which item killed it. Only where ``memfd_create`` exists (Linux).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._map = mmap.mmap(fd, _MARK.size)
+
+    @classmethod
+    def create(cls) -> tuple[CallMarker, int] | None:
+        """A new marker and its descriptor (to send, then close); None without memfd."""
+        if not ITEMS_MARKED:
+            return None
+        fd = os.memfd_create("procpool-marker", os.MFD_CLOEXEC)
+        os.ftruncate(fd, _MARK.size)
+        marker = cls(fd)
+        marker.mark(-1, -1)  # no task has an id below 0
+        return marker, fd
+
+    def mark(self, task_id: int, item: int) -> None:
+        _MARK.pack_into(self._map, 0, task_id, item)
+
+    def read(self) -> tuple[int, int]:
+        """The task id and item last marked."""
+        task_id, item = _MARK.unpack_from(self._map)
+        return task_id, item
+
+    def close(self) -> None:
+        self._map.close()
+
+
+def encode_exception(exc: BaseException, with_traceback: bool = True) -> bytes:
+    """Pickle an exception with its formatted traceback, so the caller sees where it failed
+    (``with_traceback`` False: an exception that was never raised, made by the scheduler).
 
     An exception that cannot be pickled is replaced by the standard library's
     ``MaybeEncodingError``, which carries the reprs of both, as ``multiprocessing.Pool`` does.
     """
-    tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb_text = (
+        "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if with_traceback
+        else ""
+    )
     summary = f"{type(exc).__qualname__}: {exc}"
     try:
         exc_bytes = pickle.dumps(exc, protocol=PROTOCOL)

@@ -53,15 +53,36 @@ class Control(Protocol):
     def cancel(self, sink: Any) -> bool: ...
 
 
+# What stands in a chunk's result list for an item that raised, made from its exception;
+# None: the chunk fails as a whole, as the standard library's chunks do.
+_StandIn = Callable[[BaseException], Any] | None
+
+
+def _returned(error: BaseException) -> BaseException:
+    """``return_exceptions``: the item's exception is its result."""
+    return error
+
+
+class _Raised:
+    """Stands in an imap's items for one that raised: the consumer raises it at its turn and
+    goes on with the next item, as the standard library's one-item chunks do."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 def _decoder(
     status: Status,
     payload: memoryview,
     attempts: Sequence[str] = (),
-    in_place: bool = False,
+    stand_in: _StandIn = None,
     lent: _shm.Lent | None = None,
 ) -> _Decoder:
-    """Unpickles an outcome when called. ``in_place``: a result list may hold RaisedItems.
-    ``lent``: the result's large buffers, in shared memory."""
+    """Unpickles an outcome when called. ``stand_in``: a result list may hold RaisedItems, each
+    replaced by what it makes of the item's exception. ``lent``: the result's large buffers, in
+    shared memory."""
 
     def decode() -> tuple[bool, Any]:
         if status is Status.OK:
@@ -71,9 +92,9 @@ def _decoder(
                 undecodable = TaskDecodeError(f"the task's result could not be unpickled: {exc!r}")
                 undecodable.__cause__ = exc
                 return False, undecodable
-            if in_place:
+            if stand_in is not None:
                 value = [
-                    _noted(decode_exception(v.payload), attempts)
+                    stand_in(_noted(decode_exception(v.payload), attempts))
                     if isinstance(v, RaisedItem)
                     else v
                     for v in value
@@ -108,31 +129,34 @@ def _failure(exc: BaseException) -> _Decoder:
     return lambda: (False, exc)
 
 
-def _items_failed(decode: _Decoder, size: int) -> _Decoder:
-    """A chunk that failed as a whole, its exception standing in for each of its items."""
+def _items_failed(
+    decode: _Decoder, size: int, stand_in: Callable[[BaseException], Any]
+) -> _Decoder:
+    """A chunk whose items fail alone but that failed as a whole (its arguments would not
+    unpickle, say): its exception stands in for each of its items."""
 
-    def in_place() -> tuple[bool, Any]:
+    def each() -> tuple[bool, Any]:
         success, value = decode()
-        return (True, value) if success else (True, [value] * size)
+        return (True, value) if success else (True, [stand_in(value)] * size)
 
-    return in_place
+    return each
 
 
 def _chunk_outcome(
     status: Status,
     payload: memoryview,
     attempts: Sequence[str],
-    in_place: bool,
+    stand_in: _StandIn,
     size: int,
     lent: _shm.Lent | None,
 ) -> _Decoder:
-    decode = _decoder(status, payload, attempts, in_place, lent)
-    return _items_failed(decode, size) if in_place else decode
+    decode = _decoder(status, payload, attempts, stand_in, lent)
+    return decode if stand_in is None else _items_failed(decode, size, stand_in)
 
 
-def _chunk_failure(exc: BaseException, in_place: bool, size: int) -> _Decoder:
-    if in_place and not isinstance(exc, _JOB_ERRORS):
-        return _items_failed(_failure(exc), size)
+def _chunk_failure(exc: BaseException, stand_in: _StandIn, size: int) -> _Decoder:
+    if stand_in is not None and not isinstance(exc, _JOB_ERRORS):
+        return _items_failed(_failure(exc), size, stand_in)
     return _failure(exc)
 
 
@@ -371,7 +395,7 @@ class MapResult(_FeederSide, ApplyResult[list[T]]):
         in flight at once. ``progress``: told the items of each chunk as it arrives."""
         super().__init__(callbacks, control, callback, error_callback)
         self._progress = progress
-        self._in_place = return_exceptions
+        self._stand_in: _StandIn = _returned if return_exceptions else None
         self._sizes: dict[int, int] = {}  # chunk index -> items, as the feeder read them
         self._chunks: dict[int, _Decoder] = {}
         self._count: int | None = None  # chunks in all, once the feeder has finished
@@ -390,15 +414,15 @@ class MapResult(_FeederSide, ApplyResult[list[T]]):
         lent: _shm.Lent | None = None,
     ) -> None:
         size = self._sizes.get(index, 1)
-        outcome = _chunk_outcome(status, payload, attempts, self._in_place, size, lent)
-        if status is Status.OK or self._in_place:
+        outcome = _chunk_outcome(status, payload, attempts, self._stand_in, size, lent)
+        if status is Status.OK or self._stand_in is not None:
             self._store(index, outcome)
         else:
             self._fail_fast(outcome)
 
     def _fail(self, index: int, exc: BaseException) -> None:
-        if self._in_place and not isinstance(exc, _JOB_ERRORS):
-            self._store(index, _chunk_failure(exc, True, self._sizes.get(index, 1)))
+        if self._stand_in is not None and not isinstance(exc, _JOB_ERRORS):
+            self._store(index, _chunk_failure(exc, self._stand_in, self._sizes.get(index, 1)))
         else:
             self._fail_fast(_failure(exc))
 
@@ -477,15 +501,19 @@ class _LazyIterator(_FeederSide, Generic[T]):
         window: int,
         return_exceptions: bool = False,
         progress: Progress | None = None,
+        each: bool = False,
     ) -> None:
+        """``each``: the chunks' items fail alone (an item that raised is raised at its turn,
+        or returned with ``return_exceptions``), as in the standard library's one-item chunks;
+        otherwise a chunk that raised raises once, in place of all its items."""
         self._control = control
         self._progress = progress
         self._arrivals = 0  # chunks delivered, failed or standing for a failed input
-        self._in_place = return_exceptions
+        self._stand_in: _StandIn = _returned if return_exceptions else _Raised if each else None
         self._sizes: dict[int, int] = {}  # chunk index -> items, as the feeder read them
         self._cond = threading.Condition(threading.Lock())
         self._consumer_lock = threading.Lock()
-        self._items: deque[T] = deque()
+        self._items: deque[Any] = deque()  # results, and _Raised for items that raised
         self._length: int | None = None  # the number of chunks, once the feeder has finished
         self._throttle = _Throttle(self._cond, window)
         self._stop_error: BaseException | None = None
@@ -550,7 +578,10 @@ class _LazyIterator(_FeederSide, Generic[T]):
                         self._progress.join()  # the last report is out before the loop ends
                     raise
                 if decode is None:
-                    return self._items.popleft()
+                    item = self._items.popleft()
+                    if type(item) is _Raised:
+                        raise item.error
+                    return item  # type: ignore[no-any-return]
                 success, value = decode()
                 if not success:
                     raise value
@@ -595,7 +626,7 @@ class _LazyIterator(_FeederSide, Generic[T]):
     ) -> None:
         with self._cond:
             size = self._sizes.pop(index, 1)
-            outcome = _chunk_outcome(status, payload, attempts, self._in_place, size, lent)
+            outcome = _chunk_outcome(status, payload, attempts, self._stand_in, size, lent)
             self._arrive(index, outcome)
             self._counted(size)
             if not wakes.defer(self._wake):
@@ -609,7 +640,7 @@ class _LazyIterator(_FeederSide, Generic[T]):
     def _fail(self, index: int, exc: BaseException) -> None:
         with self._cond:
             size = self._sizes.pop(index, 1)
-            self._arrive(index, _chunk_failure(exc, self._in_place, size))
+            self._arrive(index, _chunk_failure(exc, self._stand_in, size))
             self._counted(size)
             self._changed()
 

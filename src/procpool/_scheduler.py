@@ -33,6 +33,7 @@ import selectors
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing import util
@@ -74,6 +75,7 @@ from ._protocol import (
     RELEASE,
     STOP,
     TASKS,
+    CallMarker,
     Mode,
     Status,
     WireTask,
@@ -115,6 +117,7 @@ class _WorkerHandle:
     # the worker may reuse once nothing holds them (appended to by the threads that decode).
     maps: SegmentMaps = field(default_factory=SegmentMaps)
     lent: list[Lent] = field(default_factory=list)
+    marker: CallMarker | None = None  # the item it is calling (its descriptor came with READY)
 
 
 class _Reply:
@@ -163,6 +166,9 @@ class ProcessBackend:
         self._core = TaskCore()
         self._workers: dict[int, _WorkerHandle] = {}
         self._procs: list[BaseProcess] = []
+        # The policy's actions being carried out, and whether they are (see _execute).
+        self._deferred: deque[Action] = deque()
+        self._executing = False
         self._inbox: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]]]
         self._inbox = queue.SimpleQueue()
         self._inbox_lock = threading.Lock()
@@ -336,6 +342,10 @@ class ProcessBackend:
         elif kind == FORGET:
             handle.maps.forget(unpack_ids(frame.body))
         elif kind == READY:
+            if frame.fds:
+                handle.marker = CallMarker(frame.fds[0])
+                for fd in frame.fds:
+                    os.close(fd)
             self._execute(self._policy.worker_ready(handle.wid))
         elif kind == INIT_FAILED:
             cause = decode_exception(frame.body)
@@ -426,28 +436,46 @@ class ProcessBackend:
         handle.channel.close()
         handle.control.close()
         handle.maps.close()  # mappings still viewed by results live on with those views
+        if handle.marker is not None:
+            handle.marker.close()
         self._segments.forget_receiver(handle.wid)
 
     # -- carrying out the policy's decisions --------------------------------------------------
 
     def _execute(self, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, Send):
-                self._send(action)
-            elif isinstance(action, Spawn):
-                self._respawn(action.wid)
-            elif isinstance(action, Stop):
-                self._queue_frame(self._workers[action.wid], STOP)
-            elif isinstance(action, Recall):
-                self._queue_frame(
-                    self._workers[action.wid], RECALL, pack_ids(list(action.task_ids))
-                )
-            elif isinstance(action, Kill):
-                self._kill(self._workers[action.wid])
-            elif isinstance(action, Fail):
-                self._fail_tasks(action.task_ids, self._core.final_error)
-            else:
-                self._lost(action)
+        """Carry out the policy's actions in the order it decided them. Carrying one out may
+        ask the policy again (a lost task queued again, a frame that could not be sent): those
+        actions come after the rest of this list, which the policy decided first. (Were they
+        carried out at once, a task queued again could be sent to a worker ahead of one the
+        policy had sent it before, and the worker's reports would not come in the order the
+        policy expects them.)"""
+        if self._executing:
+            self._deferred.extend(actions)
+            return
+        self._executing = True
+        try:
+            self._deferred.extend(actions)
+            while self._deferred:
+                self._carry_out(self._deferred.popleft())
+        finally:
+            self._executing = False
+            self._deferred.clear()
+
+    def _carry_out(self, action: Action) -> None:
+        if isinstance(action, Send):
+            self._send(action)
+        elif isinstance(action, Spawn):
+            self._respawn(action.wid)
+        elif isinstance(action, Stop):
+            self._queue_frame(self._workers[action.wid], STOP)
+        elif isinstance(action, Recall):
+            self._queue_frame(self._workers[action.wid], RECALL, pack_ids(list(action.task_ids)))
+        elif isinstance(action, Kill):
+            self._kill(self._workers[action.wid])
+        elif isinstance(action, Fail):
+            self._fail_tasks(action.task_ids, self._core.final_error)
+        else:
+            self._lost(action)
 
     def _lost(self, action: Lost) -> None:
         """An attempt ended without an outcome: the core runs the task again, or fails it."""
@@ -468,10 +496,24 @@ class ProcessBackend:
                 )
 
         what = self._describe_attempt(action.reason, handle, task)
-        if self._core.ended(action.task.task_id, what, error):
+        item = self._item_running(handle, action.task.task_id, task)
+        if item is not None:
+            again = self._core.item_lost(action.task.task_id, item, what, error)
+        else:
+            again = self._core.ended(action.task.task_id, what, error)
+        if again:
             self._execute(self._policy.requeue(action.task))
         else:
             self._give_back(task)
+
+    @staticmethod
+    def _item_running(handle: _WorkerHandle, task_id: int, task: PreparedTask) -> int | None:
+        """The item the lost attempt was calling, for a task whose items fail alone (None:
+        another kind of task, or it was not calling one: unpickling its arguments, say)."""
+        if not task.return_exceptions or handle.marker is None:
+            return None
+        marked_task, item = handle.marker.read()
+        return item if marked_task == task_id and 0 <= item < task.items else None
 
     def _fail_tasks(
         self, task_ids: tuple[int, ...], error: Callable[[PreparedTask], BaseException]
@@ -499,6 +541,7 @@ class ProcessBackend:
                     task.retry_on,
                     task.return_exceptions,
                     self._refs(task.segments, handle.wid, fds),
+                    tuple(task.fallen.items()),
                 )
             )
         self._queue_frame(handle, TASKS, pack_tasks(batch), fds, action.task_ids)

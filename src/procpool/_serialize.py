@@ -130,4 +130,4 @@ def decode_exception(payload: bytes | memoryview) -> BaseException:
         exc = TaskDecodeError(
             f"the task raised {summary}, which could not be unpickled in the parent: {error!r}"
         )
-    return attach_remote_traceback(exc, tb_text)
+    return attach_remote_traceback(exc, tb_text) if tb_text else exc

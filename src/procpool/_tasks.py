@@ -15,6 +15,8 @@ cancellation, the pool's end. A backend only runs attempts and reports how each 
                                                  time per call measured for its function
     its worker was lost, it timed  ──ended──▶ failed with the backend's error, or True:
       out, Dask dropped it                      run it again (the attempt is recorded)
+    ... while calling item k of a  ──item_lost─▶ True: run it again, without item k, which
+      task whose items fail alone               fails alone (or the whole task, if it may retry)
     cancel(sink)                   ──cancel─▶ failed TaskCancelledError; the ids to stop
     terminate / the pool broke     ──fail / terminate / break_pool─▶ failed for good
 
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 
 from ._backend import PreparedTask, ResultSink
 from ._errors import PoolTerminatedError, TaskCancelledError, attempts_note
-from ._protocol import Status, decode_exception_parts
+from ._protocol import Status, decode_exception_parts, encode_exception
 from ._shm import Lent
 
 __all__ = ["ErrorFactory", "TaskCore", "moving_average"]
@@ -223,6 +225,29 @@ class TaskCore:
             del self._records[task_id]
         self._fail_record(record, error(f"task {record.task.label} {what}"))
         return False
+
+    def item_lost(self, task_id: int, item: int, what: str, error: ErrorFactory) -> bool:
+        """Like :meth:`ended`, for an attempt that was calling item ``item`` of a task whose
+        items fail alone (``return_exceptions``). The other items' results were lost with it.
+        If the task may run again (retries), the whole attempt is recorded as for
+        :meth:`ended`; otherwise that item alone fails, with ``error``, and the task runs again
+        for the others (True), without calling it. Each loss fails one more item, so a task of
+        n items runs at most n + 1 times."""
+        with self._lock:
+            record = self._records.get(task_id)
+            if record is None:
+                return False
+            if self._running and not self._may_retry(record):
+                self._deadlines.pop(task_id, None)
+                task = record.task
+                failure = error(
+                    f"task {task.label} (item {item} of a chunk of {task.items}) {what}"
+                )
+                if record.earlier:
+                    failure.add_note(attempts_note(record.earlier))
+                task.fallen[item] = encode_exception(failure, with_traceback=False)
+                return True
+        return self.ended(task_id, what, error)
 
     def fail(
         self, task_ids: Iterable[int], error: Callable[[PreparedTask], BaseException]

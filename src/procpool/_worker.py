@@ -39,6 +39,7 @@ from ._protocol import (
     RELEASE,
     STOP,
     TASKS,
+    CallMarker,
     Mode,
     RaisedItem,
     Status,
@@ -132,9 +133,16 @@ class _Worker:
         self._results = SegmentPool()
         self._functions = _FunctionCache()
         self._last_function = b""  # the function blob of the task queued last
+        self._marker: CallMarker | None = None  # which item is being called (see _call_each)
 
     def serve(self) -> None:
-        self._send(READY)
+        created = CallMarker.create()
+        if created is None:
+            self._send(READY)
+        else:
+            self._marker, fd = created
+            self._send(READY, fds=[fd])
+            os.close(fd)
         threading.Thread(target=self._serve_control, name="procpool-control", daemon=True).start()
         while True:
             with self._lock:
@@ -273,7 +281,7 @@ class _Worker:
             return Status.UNDECODABLE, encode_exception(exc), [], time.perf_counter() - started
         try:
             if task.return_exceptions:
-                result = _call_each(task.mode, function, arguments, retry_on)
+                result = _call_each(task, function, arguments, retry_on, self._marker)
             else:
                 result = _call(task.mode, function, arguments)
         except BaseException as exc:
@@ -342,13 +350,29 @@ def _call(mode: Mode, function: Any, arguments: Any) -> Any:
 
 
 def _call_each(
-    mode: Mode, function: Any, arguments: Any, retry_on: tuple[type[BaseException], ...]
+    task: WireTask,
+    function: Any,
+    arguments: Any,
+    retry_on: tuple[type[BaseException], ...],
+    marker: CallMarker | None,
 ) -> list[Any]:
-    """Call the function on each item; an item that raises leaves a RaisedItem in its place."""
+    """Call the function on each item; an item that raises leaves a RaisedItem in its place,
+    and so does an item that killed a worker before (``task.fallen``: it is not called again).
+    ``marker`` records the item being called, for the scheduler to read should this process
+    die in it."""
     results: list[Any] = []
-    for item in arguments:
+    star = task.mode == Mode.STARMAP
+    fallen = dict(task.fallen)
+    for position, item in enumerate(arguments):
+        if fallen and position in fallen:
+            results.append(RaisedItem(fallen[position]))
+            continue
+        if marker is not None:
+            marker.mark(task.task_id, position)
         try:
-            results.append(function(*item) if mode == Mode.STARMAP else function(item))
+            results.append(function(*item) if star else function(item))
         except BaseException as exc:
             results.append(RaisedItem(encode_exception(exc), isinstance(exc, retry_on)))
+    if marker is not None:
+        marker.mark(task.task_id, len(results))  # past the last item: none of them killed it
     return results
