@@ -610,7 +610,7 @@ def test_imap_backpressure_on_infinite_input() -> None:
 
     pool = Pool(2)
     # The bound: the window of chunks in flight, each of at most IMAP_MAX_CHUNK items.
-    bound = pool._window() * IMAP_MAX_CHUNK
+    bound = pool._imap_window() * IMAP_MAX_CHUNK
 
     def source() -> Iterator[int]:
         for x in itertools.count():

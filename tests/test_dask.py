@@ -57,6 +57,7 @@ from _helpers import (  # noqa: E402
 from _pools import WAIT  # noqa: E402
 from procpool._dask_task import started_topic  # noqa: E402
 from procpool._errors import MaybeEncodingError, RemoteTraceback  # noqa: E402
+from procpool._feeding import IMAP_MAX_CHUNK  # noqa: E402
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
 
@@ -262,7 +263,7 @@ def test_imap_over_an_endless_input_reads_a_bounded_window(client: Any) -> None:
         results = pool.imap(square, (next(read) for _ in itertools.count()))
         assert [next(results) for _ in range(20)] == [x * x for x in range(20)]
         # A window of chunks, of at most IMAP_MAX_CHUNK items each, runs ahead of the consumer.
-        bound = (pool._window() + 20) * 16
+        bound = (pool._imap_window() + 20) * IMAP_MAX_CHUNK
         assert next(read) <= bound
     finally:
         pool.terminate()

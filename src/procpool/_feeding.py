@@ -34,8 +34,9 @@ __all__ = ["IMAP_MAX_CHUNK", "ChunkSizer", "Feedable", "Feeder", "fixed_size", "
 # per-task cost negligible, short enough to spread the work and to deliver results early.
 TARGET_CHUNK_SECONDS = 0.005
 # The largest chunk of an imap: its window is counted in chunks, and this bounds how far
-# ahead of its consumer an imap reads its input (window x this many items).
-IMAP_MAX_CHUNK = 16
+# ahead of its consumer an imap reads its input (window x this many items). Tiny items cost
+# the parent about a microsecond each at this size (a task's own cost, spread over them).
+IMAP_MAX_CHUNK = 64
 # Once the time per item is known, a chunk may always stand for this share of the target's work,
 # however it grows or shrinks: smaller chunks would cost more to dispatch than they balance (a
 # chunk of a millisecond, locally, finishes within a millisecond of the others).

@@ -35,9 +35,13 @@ __all__ = ["Pool"]
 R = TypeVar("R")
 _Lazy = TypeVar("_Lazy", bound=_LazyIterator[Any])
 
-# How many chunks an imap may run ahead of its consumer, per worker (and at least).
+# How many chunks a map may have in flight, per worker (and at least).
 _WINDOW_PER_WORKER = 64
 _MIN_WINDOW = 128
+# How many items an imap may read ahead of its consumer, per worker (and at least): its window
+# of chunks holds that many of its largest chunks.
+_IMAP_ITEMS_PER_WORKER = 1024
+_IMAP_MIN_ITEMS = 2048
 
 
 class Pool(multiprocessing.pool.Pool):
@@ -345,6 +349,10 @@ class Pool(multiprocessing.pool.Pool):
     def _window(self) -> int:
         return max(_MIN_WINDOW, _WINDOW_PER_WORKER * self._processes)
 
+    def _imap_window(self) -> int:
+        items = max(_IMAP_MIN_ITEMS, _IMAP_ITEMS_PER_WORKER * self._processes)
+        return items // IMAP_MAX_CHUNK
+
     def _map_async(
         self,
         func: Callable[..., R],
@@ -398,7 +406,7 @@ class Pool(multiprocessing.pool.Pool):
         each = chunksize in (None, 1)
         iterator = kind(
             self._control,
-            self._window(),
+            self._imap_window(),
             chosen.return_exceptions,
             Progress.start(progress, total) if progress else None,
             each,

@@ -550,6 +550,17 @@ class _LazyIterator(_FeederSide, Generic[T]):
             hook()
 
     def __next__(self) -> T:
+        # The items of the chunk unpickled last are this consumer's alone: no lock to take one
+        # (a consumer holding the lock unpickles the next chunk only once they are all taken).
+        if self._items:
+            try:
+                item = self._items.popleft()
+            except IndexError:
+                pass  # another consumer took the last one: wait as usual
+            else:
+                if type(item) is _Raised:
+                    raise item.error
+                return item  # type: ignore[no-any-return]
         return self.next()
 
     def next(self, timeout: float | None = None) -> T:
