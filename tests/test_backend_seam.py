@@ -16,7 +16,7 @@ import pytest
 
 import procpool
 from procpool import _pool
-from procpool._backend import PreparedTask, ResultSink
+from procpool._backend import Measured, PreparedTask, ResultSink
 from procpool._backends import Built
 from procpool._feeding import PROBE_WAIT
 from procpool._inband import run_inband
@@ -31,8 +31,8 @@ class InlineBackend:
         self.tasks: list[PreparedTask] = []
         self.closed = False
         self.per_item = 1e-6  # what the backend says one call takes
-        self.fresh = False  # True: nothing measured until a task has run
-        self.waits: list[tuple[float, int, int]] = []  # (wait, samples waited for, tasks run)
+        self.unmeasured = 0  # nothing is measured until this many tasks have run
+        self.waits: list[tuple[float, int, int]] = []  # (wait, samples in all, tasks run)
         self.terminated = False
         self.done = threading.Event()
 
@@ -66,10 +66,12 @@ class InlineBackend:
     def join(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)
 
-    def item_seconds(self, function: bytes, wait: float = 0.0, samples: int = 1) -> float | None:
+    def item_seconds(self, function: bytes, wait: float = 0.0, until: int = 0) -> Measured:
         if wait:
-            self.waits.append((wait, samples, len(self.tasks)))
-        return None if self.fresh and not self.tasks else self.per_item
+            self.waits.append((wait, until, len(self.tasks)))
+        if len(self.tasks) < self.unmeasured:
+            return Measured(None, 0)
+        return Measured(self.per_item, len(self.tasks))
 
 
 @pytest.fixture
@@ -144,7 +146,10 @@ def test_automatic_chunks_follow_the_backends_measure(backend: InlineBackend) ->
 def test_a_first_map_waits_for_its_first_measurement_after_a_chunk_per_worker(
     backend: InlineBackend,
 ) -> None:
-    backend.fresh = True
+    # (This backend runs each task as it is submitted, and the feeder submits the first chunk
+    # alone: had it measured at once, no wait would be needed. A backend whose measurement
+    # comes later:)
+    backend.unmeasured = 3
     with procpool.Pool(backend="inline-fake") as pool:
         assert pool.map(abs, range(1000)) == list(range(1000))
     # One single item per worker went out (and ran: the measure comes from them) before the

@@ -251,7 +251,7 @@ def test_automatic_chunks_batch_tiny_items_into_few_dask_tasks(client: Any) -> N
     with procpool.Pool(client=client) as pool:
         assert pool.map(square, range(3000)) == [x * x for x in range(3000)]
         # The measured time per item has sized the chunks: far fewer Dask tasks than items.
-        assert pool._backend.item_seconds(pool._dumps_callable(square)) is not None
+        assert pool._backend.item_seconds(pool._dumps_callable(square)).seconds is not None
         keys = next(pool._backend._keys)
     assert keys < 1000
 

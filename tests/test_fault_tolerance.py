@@ -848,7 +848,12 @@ import procpool
 from _helpers import block, helper_pids
 
 method, address, wait = sys.argv[2], "\0" + sys.argv[3], sys.argv[4]
-WAITS = {"ApplyResult.wait", "_LazyIterator._next_chunk", "ProcessBackend.join"}
+WAITS = {
+    "ApplyResult.wait",
+    "MapResult._decode_next",
+    "_LazyIterator._next_chunk",
+    "ProcessBackend.join",
+}
 
 
 def announce_when_blocked(frame, event, arg):

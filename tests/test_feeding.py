@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from procpool._backend import Measured
 from procpool._feeding import (
     FLOOR_SHARE,
     IMAP_MAX_CHUNK,
@@ -18,9 +19,9 @@ from procpool._feeding import (
 )
 
 
-def measured(seconds: float | None) -> Callable[..., float | None]:
+def measured(seconds: float | None) -> Callable[..., Measured]:
     """A measure that always says ``seconds`` per item, at once."""
-    return lambda wait=0.0, samples=1: seconds
+    return lambda wait=0.0, until=0: Measured(seconds, 0 if seconds is None else 1)
 
 
 def test_one_item_a_chunk_until_measured() -> None:
@@ -32,10 +33,10 @@ def test_while_chunks_grow_the_feeder_waits_for_a_new_measurement_after_each_wav
     waits: list[tuple[float, int]] = []
     measured: list[float] = []
 
-    def measure(wait: float = 0.0, samples: int = 1) -> float | None:
+    def measure(wait: float = 0.0, until: int = 0) -> Measured:
         if wait:
-            waits.append((wait, samples))
-        return measured[-1] if measured else None
+            waits.append((wait, until))
+        return Measured(measured[-1] if measured else None, len(measured))
 
     sizer = ChunkSizer(measure, cap=1000, workers=2)
     assert not sizer.probing()
@@ -44,7 +45,8 @@ def test_while_chunks_grow_the_feeder_waits_for_a_new_measurement_after_each_wav
     sizer.settle()
     assert waits == [(PROBE_WAIT, 2)]  # for what the two chunks out measure
     assert not sizer.probing()
-    measured.append(TARGET_CHUNK_SECONDS / 100)  # the target: 100 items, the floor: 20
+    # They measured: the target is 100 items, the floor 20 (the measurements count 2 now).
+    measured.extend([TARGET_CHUNK_SECONDS / 100] * 2)
     assert [sizer(), sizer()] == [20, 40]
     assert sizer.probing()  # still growing: wait for what these measure
     sizer.settle()
@@ -52,7 +54,9 @@ def test_while_chunks_grow_the_feeder_waits_for_a_new_measurement_after_each_wav
     assert not sizer.probing()  # the target is reached: no more waiting
     assert [sizer(), sizer(), sizer()] == [100, 100, 100]
     assert not sizer.probing()
-    assert waits == [(PROBE_WAIT, 2), (PROBE_WAIT, 2)]
+    # Each wait is for the measurements counted when its wave began, and two more: the wave's
+    # chunks may report before the wait begins.
+    assert waits == [(PROBE_WAIT, 2), (PROBE_WAIT, 4)]
 
 
 def test_an_imap_does_not_wait_for_measurements() -> None:
@@ -87,7 +91,7 @@ def test_chunks_never_exceed_the_cap() -> None:
 
 def test_a_measurement_that_changes_is_followed() -> None:
     seconds = [TARGET_CHUNK_SECONDS / 8]
-    sizer = ChunkSizer(lambda wait=0.0, samples=1: seconds[0], cap=1000)
+    sizer = ChunkSizer(lambda wait=0.0, until=0: Measured(seconds[0], 1), cap=1000)
     assert [sizer() for _ in range(4)] == [2, 4, 8, 8]
     seconds[0] = TARGET_CHUNK_SECONDS  # the items became slow: back to one at a time
     assert sizer() == 1

@@ -12,7 +12,7 @@ import pytest
 
 from _clock import FakeClock
 from _sinks import Delivered, RecordingSink
-from procpool._backend import PreparedTask
+from procpool._backend import Measured, PreparedTask
 from procpool._errors import (
     InitializerError,
     PoolTerminatedError,
@@ -553,27 +553,32 @@ def test_the_time_per_call_is_measured_for_each_function_apart() -> None:
     fast = prepared(sink, 1)
     fast.function, fast.items = b"fast", 4
     ids = core.add([slow, fast])
-    assert core.item_seconds(b"slow") is None
+    assert core.item_seconds(b"slow") == Measured(None, 0)
     core.completed(ids[0], Status.OK, RESULT, elapsed=2.0)
     core.completed(ids[1], Status.OK, RESULT, elapsed=0.004)
-    assert core.item_seconds(b"slow") == pytest.approx(2.0)
-    assert core.item_seconds(b"fast") == pytest.approx(0.001)  # a chunk of 4 calls
+    assert core.item_seconds(b"slow") == (pytest.approx(2.0), 1)
+    assert core.item_seconds(b"fast") == (pytest.approx(0.001), 1)  # a chunk of 4 calls
     one = prepared(sink, 2)
     one.function = b"fast"
     again = core.add([one])
     core.completed(again[0], Status.OK, RESULT, elapsed=0.006)
     # The sums of seconds and calls decay by 0.8 a sample: a one-call chunk weighs a quarter
     # as much as the four-call one before it.
-    assert core.item_seconds(b"fast") == pytest.approx((0.8 * 0.004 + 0.006) / (0.8 * 4 + 1))
-    assert core.item_seconds(b"slow") == pytest.approx(2.0)  # untouched by another function
+    assert core.item_seconds(b"fast") == (
+        pytest.approx((0.8 * 0.004 + 0.006) / (0.8 * 4 + 1)),
+        2,
+    )
+    assert core.item_seconds(b"slow") == (pytest.approx(2.0), 1)  # untouched by another function
 
 
-def test_a_wait_for_a_measurement_ends_with_the_next_one() -> None:
+def test_a_wait_ends_once_the_function_has_that_many_measurements() -> None:
     core = TaskCore()
     sink = RecordingSink()
     first, second = core.add([prepared(sink, 0), prepared(sink, 1)])
-    assert core.item_seconds(b"function", wait=0.01) is None  # nothing came: the wait ran out
+    # Nothing came: the wait runs out.
+    assert core.item_seconds(b"function", wait=0.01, until=1) == Measured(None, 0)
     core.completed(first, Status.OK, RESULT, elapsed=1.0)
+    assert core.item_seconds(b"function") == Measured(1.0, 1)
     # The report below comes once the waiter has noted what it had seen (it does so holding the
     # core's lock, which it lets go only to wait).
     entered = threading.Event()
@@ -584,21 +589,25 @@ def test_a_wait_for_a_measurement_ends_with_the_next_one() -> None:
         return wait_for(predicate, timeout)
 
     core._measured_more.wait_for = noted_then_wait_for  # type: ignore[method-assign]
-    got: list[float | None] = []
-    waiting = threading.Thread(target=lambda: got.append(core.item_seconds(b"function", 10.0)))
+    got: list[Measured] = []
+    waiting = threading.Thread(
+        target=lambda: got.append(core.item_seconds(b"function", 10.0, until=2))
+    )
     waiting.start()
     assert entered.wait(10)
     core.completed(second, Status.OK, RESULT, elapsed=3.0)
     waiting.join(10)
     assert not waiting.is_alive()
-    assert got == [pytest.approx((0.8 * 1.0 + 3.0) / (0.8 + 1))]
+    assert got == [(pytest.approx((0.8 * 1.0 + 3.0) / (0.8 + 1)), 2)]
 
 
-def test_a_wait_for_several_measurements_ends_with_the_last_of_them() -> None:
+@pytest.mark.timeout(10)
+def test_measurements_that_came_before_the_wait_count() -> None:
+    """A feeder waits for what the chunks it submitted measure; they may report before it
+    begins to wait, and it must not then wait for more (a wait of up to 30 s here)."""
     core = TaskCore()
     sink = RecordingSink()
-    ids = core.add([prepared(sink, i) for i in range(3)])
-    core.completed(ids[0], Status.OK, RESULT, elapsed=1.0)  # before the wait: not counted
-    # Two more must come: the wait runs out (briefly) with one only.
+    ids = core.add([prepared(sink, i) for i in range(2)])
+    core.completed(ids[0], Status.OK, RESULT, elapsed=1.0)
     core.completed(ids[1], Status.OK, RESULT, elapsed=1.0)
-    assert core.item_seconds(b"function", wait=0.01, samples=1) == pytest.approx(1.0)
+    assert core.item_seconds(b"function", wait=30.0, until=2) == (pytest.approx(1.0), 2)

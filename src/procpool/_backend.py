@@ -14,12 +14,20 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from ._protocol import Mode, Status
 from ._shm import Lent, Segment
 
-__all__ = ["Backend", "HeldWakes", "LocalWorkers", "PreparedTask", "ResultSink", "wakes"]
+__all__ = [
+    "Backend",
+    "HeldWakes",
+    "LocalWorkers",
+    "Measured",
+    "PreparedTask",
+    "ResultSink",
+    "wakes",
+]
 
 
 class HeldWakes(threading.local):
@@ -82,6 +90,13 @@ class ResultSink(Protocol):
         """The task could not run or could not finish (its worker died, say)."""
 
 
+class Measured(NamedTuple):
+    """How long one call of a function took lately, and from how many measurements."""
+
+    seconds: float | None  # None: never measured
+    samples: int  # measurements so far (tasks of the function that reported a duration)
+
+
 @dataclass(slots=True)
 class PreparedTask:
     """One unit of work, pickled and ready to travel."""
@@ -124,10 +139,9 @@ class Backend(Protocol):
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the backend has finished after close or terminate; True if it has."""
 
-    def item_seconds(self, function: bytes, wait: float = 0.0, samples: int = 1) -> float | None:
-        """How long one call of the pickled ``function`` took lately (None: not measured),
-        first waiting up to ``wait`` seconds for ``samples`` new measurements: sizes its maps'
-        chunks."""
+    def item_seconds(self, function: bytes, wait: float = 0.0, until: int = 0) -> Measured:
+        """How long one call of the pickled ``function`` took lately, first waiting up to
+        ``wait`` seconds until it has ``until`` measurements in all: sizes its maps' chunks."""
 
 
 @runtime_checkable

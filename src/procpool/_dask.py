@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._backend import PreparedTask, ResultSink
+from ._backend import Measured, PreparedTask, ResultSink
 from ._dask_task import INIT_FAILED, TIMED_OUT, Initializer, run_task, started_topic
 from ._errors import InitializerError, ProcpoolError, TaskTimeoutError, WorkerLostError
 from ._policy import Lifecycle
@@ -186,8 +186,8 @@ class DaskBackend:
             finisher.join()
         return True
 
-    def item_seconds(self, function: bytes, wait: float = 0.0, samples: int = 1) -> float | None:
-        return self._core.item_seconds(function, wait, samples)
+    def item_seconds(self, function: bytes, wait: float = 0.0, until: int = 0) -> Measured:
+        return self._core.item_seconds(function, wait, until)
 
     # -- submitting attempts ------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any, Protocol
 
-from ._backend import Backend, PreparedTask
+from ._backend import Backend, Measured, PreparedTask
 from ._protocol import Mode
 
 __all__ = ["IMAP_MAX_CHUNK", "ChunkSizer", "Feedable", "Feeder", "fixed_size", "map_chunk_cap"]
@@ -80,10 +80,10 @@ def map_chunk_cap(length: int, workers: int) -> int:
 
 
 class Measure(Protocol):
-    """Seconds per item measured lately (None: never), after waiting up to ``wait`` seconds
-    for ``samples`` new measurements."""
+    """Seconds per item measured lately and the measurements so far, after waiting up to
+    ``wait`` seconds until there are ``until`` of them."""
 
-    def __call__(self, wait: float = 0.0, samples: int = 1) -> float | None: ...
+    def __call__(self, wait: float = 0.0, until: int = 0) -> Measured: ...
 
 
 class ChunkSizer:
@@ -96,8 +96,8 @@ class ChunkSizer:
     Neither rule makes a chunk smaller than ``FLOOR_SHARE`` of the target's measured work (tiny
     items in a short map travel in a few chunks, as with the standard library's size).
 
-    ``measure(wait, samples)`` gives the measured seconds per item, first waiting up to
-    ``wait`` seconds for ``samples`` new measurements. While chunks grow (the first
+    ``measure(wait, until)`` gives the measured seconds per item and the measurements so far,
+    first waiting up to ``wait`` seconds until there are ``until``. While chunks grow (the first
     measurements, from few items, are mostly fixed costs), :meth:`probing` says, once a chunk
     per worker is out, that the feeder should wait for what they measure (with nothing held
     back) by calling :meth:`settle`, rather than make many chunks from the old figure."""
@@ -116,7 +116,8 @@ class ChunkSizer:
         self._probe = probe
         self._growing = True  # the chunks have not yet reached their target
         self._unsettled = 0  # chunks made while growing since the last wait for a measurement
-        self._last = 1
+        self._base = 0  # the measurements there were when the first of those chunks was made
+        self._last = 1  # the size the last chunk grew to (before it shrank for the input's end)
         self._cap = cap
         self._target = target
         self._floor = FLOOR_SHARE * target
@@ -129,11 +130,13 @@ class ChunkSizer:
 
     def settle(self) -> None:
         """Wait a moment for what the chunks out measure (the feeder holds none back)."""
-        self._measure(PROBE_WAIT, self._unsettled)
+        self._measure(PROBE_WAIT, self._base + self._unsettled)
         self._unsettled = 0
 
     def __call__(self) -> int:
-        seconds = self._measure(0.0)
+        seconds, samples = self._measure()
+        if not self._unsettled:
+            self._base = samples  # a new wave of growing chunks: what it measures comes after
         size = 1
         if seconds is None:
             self._growing = True
@@ -141,12 +144,12 @@ class ChunkSizer:
             seconds = max(seconds, 1e-9)
             floor = int(self._floor / seconds)
             wanted = min(int(self._target / seconds), self._cap)
-            size = min(wanted, max(2 * self._last, floor))
+            # Growth is one rule, shrinking near the end another: a chunk shrunk for the end
+            # of the input is not one still growing (nor worth waiting for a measurement).
+            size = self._last = max(1, min(wanted, max(2 * self._last, floor)))
             self._growing = size < wanted
             if self._left is not None:
-                size = min(size, max(self._left // (8 * self._workers), floor), self._left)
-            size = max(1, size)
-            self._last = size
+                size = max(1, min(size, max(self._left // (8 * self._workers), floor), self._left))
         self._unsettled += self._growing
         if self._left is not None:
             self._left -= size
@@ -240,6 +243,9 @@ class Feeder:
         those of them not submitted yet, and the exception the input raised, if any."""
         tasks: list[PreparedTask] = []
         read = submitted = 0
+        # Chunks go out in batches of 1, 2, 4...: the workers start on the first while the
+        # next are pickled, and a long read costs few submissions.
+        batch = 1
         chunks = islice(self._chunks, room)
         while True:
             if self._sizer is not None and self._sizer.probing():
@@ -265,12 +271,13 @@ class Feeder:
                 # standard library.
                 self._sink._fail(self._index, exc)
             self._index += 1
-            if tasks and tasks[-1].segments:
-                # Its large buffers are in shared-memory segments: submitted at once, the task
-                # runs while the next ones are pickled, and its segments come back in time to
-                # be reused for them instead of new ones.
+            # (A task whose large buffers are in shared-memory segments goes at once: it runs
+            # while the next ones are pickled, and its segments come back in time to be reused
+            # for them instead of new ones.)
+            if len(tasks) >= batch or (tasks and tasks[-1].segments):
                 self._submit(tasks, read - submitted)
                 tasks, submitted = [], read
+                batch *= 2
 
     def _end(self, chunks_fed: int | None) -> None:
         if self._done:

@@ -452,7 +452,7 @@ class Pool(multiprocessing.pool.Pool):
             fixed_size(chunksize)
             if chunksize is not None
             else ChunkSizer(
-                lambda wait=0.0, samples=1: self._backend.item_seconds(function, wait, samples),
+                lambda wait=0.0, until=0: self._backend.item_seconds(function, wait, until),
                 cap,
                 self._chunk_seconds,
                 len(iterable) if isinstance(iterable, Sized) else None,

@@ -378,6 +378,8 @@ class MapResult(_FeederSide, ApplyResult[list[T]]):
 
     Like the standard library's, it fails as soon as any chunk fails; the other chunks still run.
     With ``return_exceptions``, a failed item's exception takes its place in the list instead.
+    A caller waiting in ``wait()`` or ``get()`` unpickles the chunks as they arrive, while the
+    workers compute the others, rather than all of them once the last has come.
     """
 
     def __init__(
@@ -399,9 +401,12 @@ class MapResult(_FeederSide, ApplyResult[list[T]]):
         self._sizes: dict[int, int] = {}  # chunk index -> items, as the feeder read them
         self._chunks: dict[int, _Decoder] = {}
         self._count: int | None = None  # chunks in all, once the feeder has finished
-        self._cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
         self._throttle = _Throttle(self._cond, window)
         self._failed = False  # a chunk failed the whole map: the feeder stops
+        self._undecoded: deque[int] = deque()  # chunks arrived and still pickled, in order
+        self._arrival = threading.Condition(lock)  # a chunk arrived, or the result is complete
         if not length:
             self._complete(lambda: (True, []))
 
@@ -431,6 +436,8 @@ class MapResult(_FeederSide, ApplyResult[list[T]]):
             if self._completed:
                 return
             self._chunks[index] = outcome
+            self._undecoded.append(index)
+            self._arrival.notify()
             self._throttle.finished_one()
             done = self._count == len(self._chunks)
         if self._progress is not None:
@@ -442,17 +449,50 @@ class MapResult(_FeederSide, ApplyResult[list[T]]):
         if self._progress is not None:
             self._progress.close()
         super()._complete(outcome)
+        with self._cond:
+            self._arrival.notify_all()  # a waiter unpickling chunks stops
 
     def wait(self, timeout: float | None = None) -> None:
-        super().wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._event.is_set() and self._decode_next(deadline):
+                pass
+        except KeyboardInterrupt:
+            self._control.terminate()
+            raise
+        super().wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if self._progress is not None and self.ready():
             self._progress.join()  # the last report is out before the caller goes on
+
+    def _decode_next(self, deadline: float | None) -> bool:
+        """Unpickle the next chunk that has arrived, first waiting for one until ``deadline``;
+        False once none will come (the result is complete) or the deadline has passed."""
+        with self._cond:
+            while not self._undecoded:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if self._completed or (remaining is not None and remaining <= 0):
+                    return False
+                self._arrival.wait(remaining)
+            index = self._undecoded.popleft()
+        # Under the lock that _resolve holds while it assembles the list: a chunk is unpickled
+        # once, here or there.
+        with self._resolve_lock:
+            with self._cond:
+                decode = self._chunks.get(index)
+            if decode is None:
+                return True  # the map failed meanwhile: its chunks are no longer wanted
+            outcome = decode()
+            with self._cond:
+                if self._chunks.get(index) is decode:
+                    self._chunks[index] = lambda: outcome
+        return True
 
     def _fail_fast(self, outcome: _Decoder) -> None:
         with self._cond:
             if self._completed:
                 return  # every chunk had arrived: the result stands
             self._chunks = {}  # the other chunks' results are no longer wanted
+            self._undecoded.clear()
             self._failed = True
             self._cond.notify_all()  # the feeder stops
         self._complete(outcome)

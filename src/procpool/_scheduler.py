@@ -41,7 +41,7 @@ from multiprocessing.connection import Pipe
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from ._backend import PreparedTask, ResultSink, wakes
+from ._backend import Measured, PreparedTask, ResultSink, wakes
 from ._channel import Channel, Frame
 from ._errors import (
     BrokenPoolError,
@@ -229,8 +229,8 @@ class ProcessBackend:
     def processes(self) -> list[BaseProcess]:
         return self._procs
 
-    def item_seconds(self, function: bytes, wait: float = 0.0, samples: int = 1) -> float | None:
-        return self._core.item_seconds(function, wait, samples)
+    def item_seconds(self, function: bytes, wait: float = 0.0, until: int = 0) -> Measured:
+        return self._core.item_seconds(function, wait, until)
 
     def _post(self, call: Callable[..., None], *args: Any) -> None:
         with self._inbox_lock:

@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ._backend import PreparedTask, ResultSink
+from ._backend import Measured, PreparedTask, ResultSink
 from ._errors import PoolTerminatedError, TaskCancelledError, attempts_note
 from ._protocol import Status, decode_exception_parts, encode_exception
 from ._shm import Lent
@@ -105,15 +105,16 @@ class TaskCore:
         with self._lock:
             return list(self._records)
 
-    def item_seconds(self, function: bytes, wait: float = 0.0, samples: int = 1) -> float | None:
-        """How long one call of the (pickled) function took lately; None: never measured.
-        ``wait``: first wait up to this many seconds for ``samples`` new measurements of it."""
+    def item_seconds(self, function: bytes, wait: float = 0.0, until: int = 0) -> Measured:
+        """How long one call of the (pickled) function took lately, and from how many
+        measurements. ``wait``: first wait up to this many seconds until it has ``until``
+        measurements in all (counted from those it had when its caller submitted the tasks
+        it waits for: they may report before the wait begins)."""
         if wait > 0:
             with self._measured_more:
-                until = self._samples(function) + samples
                 self._measured_more.wait_for(lambda: self._samples(function) >= until, wait)
         sums = self._per_call.get(function)
-        return None if sums is None else sums[0] / sums[1]
+        return Measured(None, 0) if sums is None else Measured(sums[0] / sums[1], sums[2])
 
     def _samples(self, function: bytes) -> int:
         sums = self._per_call.get(function)
