@@ -136,3 +136,10 @@ class _KillsWhenPickled:
 
 def dies_when_returned(index: int) -> Any:
     return _KillsWhenPickled() if index == 3 else index
+
+
+def exit_every(item: int) -> int:
+    """Exit the worker on every item whose remainder by 50 is 13; else return its square."""
+    if item % 50 == 13:
+        os._exit(3)
+    return item * item

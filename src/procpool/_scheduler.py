@@ -405,7 +405,9 @@ class ProcessBackend:
 
     def _reap(self, handle: _WorkerHandle) -> None:
         # Results the worker sent before it died are still in its channel: deliver them first.
-        while handle.watched and handle.wid in self._workers and self._read(handle):
+        # (Also when the channel is no longer watched: a send to the dying worker failed, and
+        # the reports it had sent before it died are still there to read.)
+        while handle.wid in self._workers and self._read(handle):
             pass
         if handle.wid not in self._workers:
             return
