@@ -20,6 +20,7 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,12 @@ import procpool
 import procpool.pool
 from procpool import Pool, PoolTerminatedError
 from procpool._feeding import IMAP_MAX_CHUNK
+
+TESTS_DIR = str(Path(__file__).resolve().parent)
+if TESTS_DIR not in sys.path:  # workers find the helpers through sys.path (spawn copies it)
+    sys.path.insert(0, TESTS_DIR)
+
+from _helpers import Rendezvous, block  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -54,6 +61,27 @@ def _raise_value(x: object) -> None:
 def _wait_event(event: object, value: object = "released") -> object:
     assert event.wait(WAIT)  # type: ignore[attr-defined]
     return value
+
+
+# (In this process) What unpickling an ``_Unpickled`` result runs: see the map test below.
+_ON_UNPICKLE: list[Any] = []
+
+
+class _Unpickled:
+    """A result whose unpickling, in the caller's process, runs the hooks in _ON_UNPICKLE."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_unpickled, ())
+
+
+def _unpickled() -> str:
+    for hook in _ON_UNPICKLE:
+        hook()
+    return "unpickled"
+
+
+def _first_or_block(index: int, address: str) -> object:
+    return _Unpickled() if index == 0 else block(address, index)
 
 
 _init_value: object = None
@@ -815,3 +843,19 @@ def test_initializer_global_in_a_script(tmp_path: Path, method: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['set', 'set']"
+
+
+def test_a_map_unpickles_its_chunks_while_it_waits_for_the_rest(rendezvous: Rendezvous) -> None:
+    """The caller waiting in map() unpickles each chunk's results as they come, while the
+    workers compute the rest: here the second item waits until the first one's result has been
+    unpickled in the caller (were the results unpickled only once all had come, it would wait
+    forever)."""
+    _ON_UNPICKLE.append(lambda: (rendezvous.accept(), rendezvous.release_all()))
+    try:
+        with Pool(2) as pool:
+            results = pool.starmap(
+                _first_or_block, [(0, rendezvous.address), (1, rendezvous.address)], chunksize=1
+            )
+        assert results == ["unpickled", 1]
+    finally:
+        _ON_UNPICKLE.clear()

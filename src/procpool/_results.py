@@ -378,8 +378,9 @@ class MapResult(_FeederSide, ApplyResult[list[T]]):
 
     Like the standard library's, it fails as soon as any chunk fails; the other chunks still run.
     With ``return_exceptions``, a failed item's exception takes its place in the list instead.
-    A caller waiting in ``wait()`` or ``get()`` unpickles the chunks as they arrive, while the
-    workers compute the others, rather than all of them once the last has come.
+    A caller waiting in ``wait()`` or ``get()`` without a timeout unpickles the chunks as they
+    arrive, while the workers compute the others, rather than all of them once the last has
+    come.
     """
 
     def __init__(
@@ -453,26 +454,27 @@ class MapResult(_FeederSide, ApplyResult[list[T]]):
             self._arrival.notify_all()  # a waiter unpickling chunks stops
 
     def wait(self, timeout: float | None = None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while not self._event.is_set() and self._decode_next(deadline):
-                pass
-        except KeyboardInterrupt:
-            self._control.terminate()
-            raise
-        super().wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        # Only an unbounded wait unpickles: one chunk may take long to, and a wait with a
+        # timeout must end in time.
+        if timeout is None:
+            try:
+                while not self._event.is_set() and self._decode_next():
+                    pass
+            except KeyboardInterrupt:
+                self._control.terminate()
+                raise
+        super().wait(timeout)
         if self._progress is not None and self.ready():
             self._progress.join()  # the last report is out before the caller goes on
 
-    def _decode_next(self, deadline: float | None) -> bool:
-        """Unpickle the next chunk that has arrived, first waiting for one until ``deadline``;
-        False once none will come (the result is complete) or the deadline has passed."""
+    def _decode_next(self) -> bool:
+        """Unpickle the next chunk that has arrived, first waiting for one; False once none
+        will come (the result is complete)."""
         with self._cond:
             while not self._undecoded:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if self._completed or (remaining is not None and remaining <= 0):
+                if self._completed:
                     return False
-                self._arrival.wait(remaining)
+                self._arrival.wait()
             index = self._undecoded.popleft()
         # Under the lock that _resolve holds while it assembles the list: a chunk is unpickled
         # once, here or there.
