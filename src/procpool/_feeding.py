@@ -21,6 +21,7 @@ read-ahead stays bounded.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any, Protocol
@@ -46,6 +47,9 @@ FLOOR_SHARE = 0.2
 # of reading on in chunks sized from an old one (it comes with the next result; should that be
 # slow, another chunk per worker goes out after each wait).
 PROBE_WAIT = 0.05
+# A feeder reading many chunks at once submits what it has pickled at least this often (seconds),
+# so that the workers need not wait for the whole read.
+SUBMIT_EVERY = 0.001
 
 
 class Feedable(Protocol):
@@ -243,9 +247,9 @@ class Feeder:
         those of them not submitted yet, and the exception the input raised, if any."""
         tasks: list[PreparedTask] = []
         read = submitted = 0
-        # Chunks go out in batches of 1, 2, 4...: the workers start on the first while the
-        # next are pickled, and a long read costs few submissions.
-        batch = 1
+        # What was pickled goes out at least every SUBMIT_EVERY seconds: the workers start on
+        # the first chunks while the next are pickled, and a short read is one submission.
+        since = time.perf_counter()
         chunks = islice(self._chunks, room)
         while True:
             if self._sizer is not None and self._sizer.probing():
@@ -274,10 +278,10 @@ class Feeder:
             # (A task whose large buffers are in shared-memory segments goes at once: it runs
             # while the next ones are pickled, and its segments come back in time to be reused
             # for them instead of new ones.)
-            if len(tasks) >= batch or (tasks and tasks[-1].segments):
+            if tasks and (tasks[-1].segments or time.perf_counter() - since >= SUBMIT_EVERY):
                 self._submit(tasks, read - submitted)
                 tasks, submitted = [], read
-                batch *= 2
+                since = time.perf_counter()
 
     def _end(self, chunks_fed: int | None) -> None:
         if self._done:

@@ -36,6 +36,9 @@ T = TypeVar("T")
 
 # Chunks a feeder submits at a time once its iterator is no longer throttled.
 _UNTHROTTLED_GROUP = 64
+# A map's waiting caller is woken to unpickle what has arrived once this many pickled bytes
+# wait (or the map is complete): fewer bytes cost less to unpickle than the wake-up.
+_DECODE_AHEAD_BYTES = 64 * 1024
 
 # An outcome still in its pickled form: unpickling it gives (success, value or exception).
 _Decoder = Callable[[], tuple[bool, Any]]
@@ -407,6 +410,7 @@ class MapResult(_FeederSide, ApplyResult[list[T]]):
         self._throttle = _Throttle(self._cond, window)
         self._failed = False  # a chunk failed the whole map: the feeder stops
         self._undecoded: deque[int] = deque()  # chunks arrived and still pickled, in order
+        self._undecoded_bytes = 0  # their pickled bytes since the waiter was last woken
         self._arrival = threading.Condition(lock)  # a chunk arrived, or the result is complete
         if not length:
             self._complete(lambda: (True, []))
@@ -422,7 +426,7 @@ class MapResult(_FeederSide, ApplyResult[list[T]]):
         size = self._sizes.get(index, 1)
         outcome = _chunk_outcome(status, payload, attempts, self._stand_in, size, lent)
         if status is Status.OK or self._stand_in is not None:
-            self._store(index, outcome)
+            self._store(index, outcome, len(payload))
         else:
             self._fail_fast(outcome)
 
@@ -432,13 +436,16 @@ class MapResult(_FeederSide, ApplyResult[list[T]]):
         else:
             self._fail_fast(_failure(exc))
 
-    def _store(self, index: int, outcome: _Decoder) -> None:
+    def _store(self, index: int, outcome: _Decoder, nbytes: int = 0) -> None:
         with self._cond:
             if self._completed:
                 return
             self._chunks[index] = outcome
             self._undecoded.append(index)
-            self._arrival.notify()
+            self._undecoded_bytes += nbytes
+            if self._undecoded_bytes >= _DECODE_AHEAD_BYTES:
+                self._undecoded_bytes = 0
+                self._arrival.notify()
             self._throttle.finished_one()
             done = self._count == len(self._chunks)
         if self._progress is not None:
