@@ -523,6 +523,22 @@ def expected_outcome(index: int, kind: str, died: int) -> tuple[Any, ...]:
     return ("ok", index * index)
 
 
+def check_items(results: list[Any], marker: str, api: str, chunk: int | None = None) -> int:
+    """Each item's outcome is what its kind in KINDS says (the "die" item lost alone); with
+    ``chunk``, that item's loss names its place in a chunk of that many items. Returns the pid
+    of the worker that died."""
+    died = int(Path(marker).read_text())
+    expected = [expected_outcome(i, kind, died) for i, kind in enumerate(KINDS)]
+    if api == "imap_unordered":
+        assert Counter(map(describe, results)) == Counter(expected)
+    else:
+        assert [describe(r) for r in results] == expected
+    if chunk is not None:
+        [lost] = [r for r in results if isinstance(r, WorkerLostError)]
+        assert f"(item {KINDS.index('die')} of a chunk of {chunk})" in str(lost)
+    return died
+
+
 def run_in_place(pool: procpool.Pool, api: str, items: list[Any], chunksize: int) -> list[Any]:
     if api == "map":
         return pool.map_async(outcome_item, items, chunksize=chunksize, return_exceptions=True).get(
@@ -546,12 +562,7 @@ def test_return_exceptions_in_place(
     marker = str(tmp_path / "died")
     items = [(i, kind, marker) for i, kind in enumerate(KINDS)]
     results = run_in_place(pool, api, items, chunksize=1)
-    died = int(Path(marker).read_text())
-    expected = [expected_outcome(i, kind, died) for i, kind in enumerate(KINDS)]
-    if api == "imap_unordered":
-        assert Counter(map(describe, results)) == Counter(expected)
-    else:
-        assert [describe(r) for r in results] == expected
+    died = check_items(results, marker, api)
     for result in results:
         if isinstance(result, ValueError | KeyError):
             # The worker's traceback is attached, as for a raised exception.
@@ -584,14 +595,7 @@ def test_a_lost_worker_fails_only_the_item_it_was_calling_in_a_chunk(
     marker = str(tmp_path / "died")
     items = [(i, kind, marker) for i, kind in enumerate(KINDS)]
     results = run_in_place(pool, api, items, chunksize=len(items))  # one chunk holds them all
-    died = int(Path(marker).read_text())
-    expected = [expected_outcome(i, kind, died) for i, kind in enumerate(KINDS)]
-    if api == "imap_unordered":
-        assert Counter(map(describe, results)) == Counter(expected)
-    else:
-        assert [describe(r) for r in results] == expected
-    [lost] = [r for r in results if isinstance(r, WorkerLostError)]
-    assert f"(item {KINDS.index('die')} of a chunk of {len(items)})" in str(lost)
+    died = check_items(results, marker, api, chunk=len(items))
     assert not wait_gone({died}, timeout=WAIT)
     assert_still_works(pool)
     close_and_check(pool, audit)
@@ -625,14 +629,7 @@ def test_imap_items_fail_alone_as_with_one_item_chunks(
             results.append(exc)
     with pytest.raises(StopIteration):
         iterator.next(timeout=WAIT)
-    died = int(Path(marker).read_text())
-    expected = [expected_outcome(i, kind, died) for i, kind in enumerate(KINDS)]
-    if api == "imap_unordered":
-        assert Counter(map(describe, results)) == Counter(expected)
-    else:
-        assert [describe(r) for r in results] == expected
-    [lost] = [r for r in results if isinstance(r, WorkerLostError)]
-    assert f"(item {KINDS.index('die')} of a chunk of {len(items)})" in str(lost)
+    check_items(results, marker, api, chunk=len(items))
     assert_still_works(pool)
     close_and_check(pool, audit)
 
