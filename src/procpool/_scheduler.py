@@ -510,9 +510,10 @@ class ProcessBackend:
 
     @staticmethod
     def _item_running(handle: _WorkerHandle, task_id: int, task: PreparedTask) -> int | None:
-        """The item the lost attempt was calling, for a task whose items fail alone (None:
-        another kind of task, or it was not calling one: unpickling its arguments, say)."""
-        if not task.return_exceptions or handle.marker is None:
+        """The item the lost attempt was calling, for a task of several items that fail alone
+        (None: another kind of task, one item only, which fails as the task does, or it was
+        not calling one: unpickling its arguments, say)."""
+        if not task.return_exceptions or task.items < 2 or handle.marker is None:
             return None
         marked_task, item = handle.marker.read()
         return item if marked_task == task_id and 0 <= item < task.items else None
