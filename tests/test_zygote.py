@@ -352,3 +352,54 @@ def test_children_never_collect_the_programs_garbage(tmp_path: Path) -> None:
         """,
     )
     assert seen == {"types": [["ForkPopen"], ["Popen"]], "finalized_in": [True]}
+
+
+def test_a_child_forked_from_the_program_runs_its_own_copy_of_the_process_object(
+    tmp_path: Path,
+) -> None:
+    """As with ``fork``, the child runs the copy of the process object that it inherited
+    (nothing unpickled: the same addresses), while a child from the zygote gets it unpickled;
+    what a fork server's child could not be given is refused either way."""
+    seen = run_program(
+        tmp_path,
+        """
+        class Marker:
+            pass
+
+        def address(marker):
+            return id(marker)
+
+        def refused():
+            try:
+                procpool.Process(target=address, args=(threading.Lock(),)).start()
+            except TypeError as exc:
+                return "pickle" in str(exc)
+            return False
+
+        if __name__ == "__main__":
+            marker = Marker()
+            first = procpool.Process(target=address, args=(marker,))
+            first.start()
+            first_refused = refused()
+            release = threading.Event()
+            thread = threading.Thread(target=release.wait)
+            thread.start()
+            try:
+                second = procpool.Process(target=address, args=(marker,))
+                second.start()
+                report(
+                    types=[type(first._popen).__name__, type(second._popen).__name__],
+                    same_object=[first.result(timeout=30) == id(marker),
+                                 second.result(timeout=30) == id(marker)],
+                    refused=[first_refused, refused()],
+                )
+            finally:
+                release.set()
+                thread.join()
+        """,
+    )
+    assert seen == {
+        "types": ["ForkPopen", "Popen"],
+        "same_object": [True, False],
+        "refused": [True, True],
+    }
