@@ -403,3 +403,54 @@ def test_a_child_forked_from_the_program_runs_its_own_copy_of_the_process_object
         "same_object": [True, False],
         "refused": [True, True],
     }
+
+
+def test_the_zygote_idles_until_its_first_request_and_ignores_ctrl_c(tmp_path: Path) -> None:
+    """While the program starts its first workers, the zygote does nothing but wait (it sets
+    itself up at its first request); it ignores Ctrl-C from the start, and the processes it
+    forks get the program's handler back."""
+    seen = run_program(
+        tmp_path,
+        """
+        def descriptor_kinds(pid):
+            kinds = set()
+            for entry in os.listdir(f"/proc/{pid}/fd"):
+                if int(entry) > 2:
+                    target = os.readlink(f"/proc/{pid}/fd/{entry}")
+                    kinds.add(target.split(":")[0] if ":" in target else "file")
+            return sorted(kinds)
+
+        def ignores_interrupt(pid):
+            with open(f"/proc/{pid}/status") as status:
+                ignored = next(line for line in status if line.startswith("SigIgn:"))
+            mask = int(ignored.split()[1], 16)
+            return bool(mask & (1 << (signal.SIGINT - 1)))
+
+        def has_default_interrupt_handler():
+            return signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+        if __name__ == "__main__":
+            pid = make_zygote().pid
+            idle = descriptor_kinds(pid)
+            release = threading.Event()
+            thread = threading.Thread(target=release.wait)
+            thread.start()
+            try:
+                process = procpool.Process(target=has_default_interrupt_handler)
+                process.start()
+                report(
+                    idle=idle,
+                    ignores_interrupt=ignores_interrupt(pid),
+                    type=type(process._popen).__name__,
+                    child_handler=process.result(timeout=30),
+                    serving=descriptor_kinds(pid),
+                )
+            finally:
+                release.set()
+                thread.join()
+        """,
+    )
+    # Its signal pipe (and selector) come with its first request.
+    assert "pipe" not in seen.pop("idle")
+    assert "pipe" in seen.pop("serving")
+    assert seen == {"ignores_interrupt": True, "type": "Popen", "child_handler": True}

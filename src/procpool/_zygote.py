@@ -15,8 +15,9 @@ So procpool's ``forkserver`` method starts a process in one of three ways:
   unpickle, nothing to prepare: it is a copy of the parent as it is now). The object is still
   pickled in the parent, which says what it was given and refuses what a fork server's child
   could not be given, so a process behaves the same whichever way it starts. The first such
-  child forks the *zygote* before anything else, so that this process does not wait for that
-  fork.
+  child forks the *zygote* (once it has closed those pipes and sockets, so that the zygote has
+  none to close), so that this process does not wait for that fork; the zygote sets itself up
+  only when its first request comes, leaving the CPUs to the workers starting meanwhile.
 - **Once it has other threads**, the *zygote* forks the child: a single-threaded copy of this
   process as it was at its first start, with every module already imported, that forks each new
   process on request. It never has another thread, so its children never inherit a held lock,
@@ -153,12 +154,16 @@ class Zygote:
         self._sock.close()
 
 
-def _fork_zygote(sock: socket.socket) -> None:  # pragma: no cover - runs in the first child
-    """In the first child forked directly, before anything else: fork the zygote, a copy of the
-    parent as it was at that fork, which serves the parent's requests on ``sock``.
+def _fork_zygote(sock: socket.socket, inherited: set[int]) -> None:  # pragma: no cover - a child
+    """In the first child forked directly, once it has let go of the streams it was not given:
+    fork the zygote, a copy of the parent as it was at that fork, which serves the parent's
+    requests on ``sock``. ``inherited``: the child's own descriptors, which the zygote closes.
 
-    Should this fork fail, there is no zygote: the parent sees its socket's end of file and
-    starts processes without it.
+    The zygote then waits for its first request before it sets itself up: the program is
+    starting its first workers now, and on a machine with few cores the zygote's work would
+    take from theirs. It ignores Ctrl-C from the start (the parent handles it), and says its
+    pid at once, so that the parent knows it lives. Should this fork fail, there is no zygote:
+    the parent sees its socket's end of file and starts processes without it.
     """
     try:
         pid = os.fork()
@@ -167,10 +172,13 @@ def _fork_zygote(sock: socket.socket) -> None:  # pragma: no cover - runs in the
     if pid == 0:
         try:
             _freeze_inherited_objects()
-            util._close_stdin()  # type: ignore[attr-defined]
-            _let_go_of_streams(keep={sock.fileno()})
+            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            for fd in inherited:
+                os.close(fd)
             sock.sendall(_PID.pack(os.getpid()))
-            _serve(sock)
+            if sock.recv(1, socket.MSG_PEEK):  # a request (else the parent has gone)
+                util._close_stdin()  # type: ignore[attr-defined]
+                _serve(sock, interrupt)
         finally:
             os._exit(0)
     sock.close()
@@ -219,16 +227,19 @@ def _let_go_of_streams(keep: set[int]) -> None:  # pragma: no cover - runs in a 
             os.close(fd)
 
 
-def _serve(sock: socket.socket) -> None:  # pragma: no cover - runs in the zygote
-    """The zygote's loop: fork a worker per request, report its pid and later its exit code."""
+def _serve(sock: socket.socket, interrupt: Any) -> None:  # pragma: no cover - in the zygote
+    """The zygote's loop: fork a worker per request, report its pid and later its exit code.
+
+    ``interrupt``: the parent's SIGINT handler, which the children get back (the zygote
+    ignores Ctrl-C: the parent handles it)."""
     sig_r, sig_w = os.pipe()
     os.set_blocking(sig_r, False)
     os.set_blocking(sig_w, False)
-    handlers: dict[signal.Signals, Any] = {
-        signal.SIGCHLD: lambda *_: None,  # it only has to wake the selector (wakeup fd)
-        signal.SIGINT: signal.SIG_IGN,  # Ctrl-C is the parent's to handle
+    # SIGCHLD only has to wake the selector (through the wake-up descriptor).
+    previous = {
+        signal.SIGCHLD: signal.signal(signal.SIGCHLD, lambda *_: None),
+        signal.SIGINT: interrupt,
     }
-    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     signal.set_wakeup_fd(sig_w)
     status_fds: dict[int, int] = {}  # worker pid -> its status pipe
     with selectors.DefaultSelector() as selector:
@@ -478,14 +489,18 @@ class ForkPopen(popen_forkserver.Popen):
             raise
         if pid == 0:  # pragma: no cover - the child
             try:
+                _freeze_inherited_objects()
                 # This process's signal wake-up descriptor (asyncio's socket, say) is not the
                 # child's, and is about to be closed and its number reused.
                 signal.set_wakeup_fd(-1)
-                if zygote_end is not None:
-                    _fork_zygote(zygote_end)
                 os.close(parent_r)
                 os.close(parent_w)
-                _let_go_of_streams(keep={child_r, child_w, *self._fds})
+                own = {child_r, child_w, *self._fds}
+                if zygote_end is None:
+                    _let_go_of_streams(keep=own)
+                else:
+                    _let_go_of_streams(keep={*own, zygote_end.fileno()})
+                    _fork_zygote(zygote_end, own)
                 _run_child(partial(process_obj._bootstrap, parent_sentinel=child_r))
             finally:
                 os._exit(1)  # never back into the parent's code
