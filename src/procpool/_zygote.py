@@ -175,9 +175,9 @@ def _fork_zygote(sock: socket.socket, inherited: set[int]) -> None:  # pragma: n
             interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
             for fd in inherited:
                 os.close(fd)
+            util._close_stdin()  # type: ignore[attr-defined]
             sock.sendall(_PID.pack(os.getpid()))
             if sock.recv(1, socket.MSG_PEEK):  # a request (else the parent has gone)
-                util._close_stdin()  # type: ignore[attr-defined]
                 _serve(sock, interrupt)
         finally:
             os._exit(0)
