@@ -11,10 +11,9 @@ So procpool's ``forkserver`` method starts a process in one of three ways:
   the pool's scheduler thread exists), it forks the child itself: a fork of a single-threaded
   process cannot inherit a lock that another thread holds. The child closes the pipes and
   sockets it inherited but was not given (as the zygote below does, so that no end of file is
-  held up by it) and runs its own copy of the process object, as with ``fork`` (nothing to
-  unpickle, nothing to prepare: it is a copy of the parent as it is now). The object is still
-  pickled in the parent, which says what it was given and refuses what a fork server's child
-  could not be given, so a process behaves the same whichever way it starts. The first such
+  held up by it) and is then bootstrapped from the same pickled process object as any
+  forkserver child, so it behaves exactly like one that came from the fork server (with no
+  preparation data to apply: it is a copy of the parent as it is now). The first such
   child forks the *zygote* (once it has closed those pipes and sockets, so that the zygote has
   none to close), so that this process does not wait for that fork; the zygote sets itself up
   only when its first request comes, leaving the CPUs to the workers starting meanwhile.
@@ -49,8 +48,6 @@ import struct
 import sys
 import threading
 import warnings
-from collections.abc import Callable
-from functools import partial
 from multiprocessing import (
     forkserver,
     popen_fork,
@@ -265,7 +262,7 @@ def _serve(sock: socket.socket, interrupt: Any) -> None:  # pragma: no cover - i
                 sock.close()
                 # What a process object's duplicated descriptors resolve to (DupFd.detach).
                 forkserver._forkserver._inherited_fds = inherited  # type: ignore[attr-defined]
-                _run_child(partial(_bootstrap, os.fdopen(child_r, "rb"), os.dup(child_r)))
+                _run_child(os.fdopen(child_r, "rb"), os.dup(child_r))
             os.close(child_r)
             for fd in inherited:
                 os.close(fd)
@@ -273,17 +270,16 @@ def _serve(sock: socket.socket, interrupt: Any) -> None:  # pragma: no cover - i
             status_fds[pid] = child_w
 
 
-def _run_child(bootstrap: Callable[[], int]) -> None:  # pragma: no cover - a child
-    """Run ``bootstrap()`` (which bootstraps the process object and returns its exit code),
-    then exit without the parent's exit handlers (the copy a fork inherited) but with
-    multiprocessing's own, which flushes queues: Python 3.13 runs it at exit only, no longer at
-    the end of the process's bootstrap."""
+def _run_child(data: IO[bytes], parent_sentinel: int) -> None:  # pragma: no cover - a child
+    """Bootstrap the process object the parent pickled, then exit without the parent's exit
+    handlers (the copy a fork inherited) but with multiprocessing's own, which flushes queues:
+    Python 3.13 runs it at exit only, no longer at the end of the process's bootstrap."""
     code = 1
     _freeze_inherited_objects()
     atexit._clear()
     atexit.register(util._exit_function)  # type: ignore[attr-defined]
     try:
-        code = bootstrap()
+        code = _bootstrap(data, parent_sentinel)
     except Exception:
         sys.excepthook(*sys.exc_info())
     finally:
@@ -462,23 +458,22 @@ class Popen(popen_forkserver.Popen):
 
 class ForkPopen(popen_forkserver.Popen):
     """Forks the process from this one, which has a single thread; if there is no zygote yet
-    for the starts to come, the child forks it first.
+    for the starts to come, the child forks it.
 
-    The child runs the process object as ``fork`` does: its own copy of it, with nothing to
-    unpickle (which would cost every first worker of a pool a good part of a millisecond). The
-    object is still pickled here, as for a fork server: that says which descriptors it holds
-    (the standard library's reducers record them) and refuses what a fork server's child could
-    not be given, so a process behaves the same whichever way it starts. The child keeps those
-    descriptors and closes every other pipe and socket, as a fork server's child has none.
-    Being this process's own child, it is reaped with ``waitpid``, as with ``fork``, and its
-    sentinel is a pipe that its exit closes.
+    The child gets what a fork server's child gets: fresh copies of the descriptors the
+    process object holds and no other pipe or socket, and the process object unpickled from
+    the same bytes (so an object that reconnects in ``__setstate__`` does so here too; running
+    the inherited copy instead would hand it the descriptors just closed). Being this
+    process's own child, it is reaped with ``waitpid``, as with ``fork``, and its sentinel is
+    a pipe that its exit closes.
     """
 
     poll = popen_fork.Popen.poll
-    _fds: list[int]  # set by the standard library's constructor, filled by the pickling
+    _fds: list[int]  # set by the standard library's constructor
 
     def _launch(self, process_obj: Any) -> None:
-        _pickled(self, process_obj, {})
+        # A fork of this process as it is now has nothing to prepare.
+        buf = _pickled(self, process_obj, {})
         parent_r, child_w = os.pipe()  # end of file: the child has exited
         child_r, parent_w = os.pipe()  # end of file, in the child: this process has exited
         try:
@@ -495,13 +490,15 @@ class ForkPopen(popen_forkserver.Popen):
                 signal.set_wakeup_fd(-1)
                 os.close(parent_r)
                 os.close(parent_w)
-                own = {child_r, child_w, *self._fds}
+                inherited = [os.dup(fd) for fd in self._fds]
+                own = {child_r, child_w, *inherited}
                 if zygote_end is None:
                     _let_go_of_streams(keep=own)
                 else:
                     _let_go_of_streams(keep={*own, zygote_end.fileno()})
                     _fork_zygote(zygote_end, own)
-                _run_child(partial(process_obj._bootstrap, parent_sentinel=child_r))
+                forkserver._forkserver._inherited_fds = inherited  # type: ignore[attr-defined]
+                _run_child(buf, child_r)
             finally:
                 os._exit(1)  # never back into the parent's code
         os.close(child_r)
