@@ -446,3 +446,43 @@ def test_the_zygote_idles_until_its_first_request_and_ignores_ctrl_c(tmp_path: P
     assert "pipe" not in seen.pop("idle")
     assert "pipe" in seen.pop("serving")
     assert seen == {"ignores_interrupt": True, "type": "Popen", "child_handler": True}
+
+
+def test_the_last_of_a_pools_first_workers_forks_the_zygote(tmp_path: Path) -> None:
+    """A pool's first workers are one burst: the last forks the zygote, so that the first (which
+    takes the first task) does not wait for that fork. A burst cut short leaves the next
+    process started directly to fork it."""
+    seen = run_program(
+        tmp_path,
+        """
+        def wait_for(reader):
+            reader.recv_bytes()
+
+        if __name__ == "__main__":
+            with procpool.Pool(3) as pool:
+                zygote_parent = ppid(_zygote._state.zygote.pid)
+                workers = [w.pid for w in pool._pool]
+                pool_zygote = _zygote._state.zygote.pid
+            os.kill(pool_zygote, signal.SIGKILL)
+            fd = os.pidfd_open(pool_zygote)
+            multiprocessing.connection.wait([fd])
+            os.close(fd)
+            reader, writer = multiprocessing.Pipe(duplex=False)
+            with _zygote.burst(3):  # only one of the three comes
+                first = procpool.Process(target=wait_for, args=(reader,))
+                first.start()
+                made_in_burst = _zygote._state.zygote.alive()
+            second = procpool.Process(target=wait_for, args=(reader,))
+            second.start()
+            report(
+                forked_by=workers.index(zygote_parent),
+                made_in_burst=made_in_burst,
+                forked_by_second=ppid(_zygote._state.zygote.pid) == second.pid,
+            )
+            writer.send_bytes(b"")
+            writer.send_bytes(b"")
+            first.join()
+            second.join()
+        """,
+    )
+    assert seen == {"forked_by": 2, "made_in_burst": False, "forked_by_second": True}

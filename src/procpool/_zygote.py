@@ -14,9 +14,10 @@ So procpool's ``forkserver`` method starts a process in one of three ways:
   held up by it) and is then bootstrapped from the same pickled process object as any
   forkserver child, so it behaves exactly like one that came from the fork server (with no
   preparation data to apply: it is a copy of the parent as it is now). The first such
-  child forks the *zygote* (once it has closed those pipes and sockets, so that the zygote has
-  none to close), so that this process does not wait for that fork; the zygote sets itself up
-  only when its first request comes, leaving the CPUs to the workers starting meanwhile.
+  child (the last of a pool's first workers, see ``burst``) forks the *zygote*, once it has
+  closed those pipes and sockets (so that the zygote has none to close), so that this process
+  does not wait for that fork; the zygote sets itself up only when its first request comes,
+  leaving the CPUs to the workers starting meanwhile.
 - **Once it has other threads**, the *zygote* forks the child: a single-threaded copy of this
   process as it was at its first start, with every module already imported, that forks each new
   process on request. It never has another thread, so its children never inherit a held lock,
@@ -37,6 +38,7 @@ exit code). It exits when this process does (its request socket reaches end of f
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import io
 import os
@@ -48,6 +50,7 @@ import struct
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from multiprocessing import (
     forkserver,
     popen_fork,
@@ -60,7 +63,7 @@ from multiprocessing import (
 from multiprocessing.context import set_spawning_popen
 from typing import IO, Any, Protocol
 
-__all__ = ["ForkPopen", "Popen", "new_popen", "server_pids"]
+__all__ = ["ForkPopen", "Popen", "burst", "new_popen", "server_pids"]
 
 # Descriptors one request may carry: the two pipes and what the process object duplicates.
 _MAX_FDS = 250
@@ -330,6 +333,8 @@ class _State:
         self.lock = threading.Lock()
         self.zygote: Zygote | None = None
         self.fallback: Any = None  # a private multiprocessing.forkserver.ForkServer
+        # Children still to be forked in a burst (see ``burst``): only the last forks the zygote.
+        self.burst = 0
 
     @staticmethod
     def may_fork_here() -> bool:
@@ -351,9 +356,13 @@ class _State:
 
     def fork(self) -> tuple[int, socket.socket | None]:
         """``os.fork()`` for a child started directly; if this process has no live zygote, the
-        child gets the zygote's end of a new socket, to fork the zygote from."""
+        child gets the zygote's end of a new socket, to fork the zygote from (in a burst, the
+        last child does)."""
         with self.lock:
             if self.zygote is not None and self.zygote.alive():
+                return _fork(), None
+            if self.burst > 1:  # a later child of the burst forks the zygote
+                self.burst -= 1
                 return _fork(), None
             ours, theirs = socket.socketpair()
             try:
@@ -376,11 +385,30 @@ class _State:
         self.lock = threading.Lock()
         self.zygote = None
         self.fallback = None
+        self.burst = 0
 
 
 _state = _State()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_state.reset)
+
+
+@contextlib.contextmanager
+def burst(count: int) -> Iterator[None]:
+    """The next ``count`` processes started directly from this process are one burst (a pool's
+    first workers): if a zygote is to be made, the last of them forks it, not the first.
+
+    The first child to be ready takes the pool's first task; forking the zygote would delay it
+    by that fork (a millisecond, three after ``import scipy``), while the last child forks it
+    as the others start working, on a machine with few cores the difference between waiting
+    for the zygote and not."""
+    with _state.lock:
+        _state.burst = count
+    try:
+        yield
+    finally:
+        with _state.lock:
+            _state.burst = 0
 
 
 def server_pids() -> set[int]:
