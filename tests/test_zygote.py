@@ -448,15 +448,27 @@ def test_the_zygote_idles_until_its_first_request_and_ignores_ctrl_c(tmp_path: P
     assert seen == {"ignores_interrupt": True, "type": "Popen", "child_handler": True}
 
 
-def test_the_last_of_a_pools_first_workers_forks_the_zygote(tmp_path: Path) -> None:
-    """A pool's first workers are one burst: the last forks the zygote, so that the first (which
-    takes the first task) does not wait for that fork. A burst cut short leaves the next
-    process started directly to fork it."""
+def test_the_last_of_a_small_pools_first_workers_forks_the_zygote(tmp_path: Path) -> None:
+    """A pool's first workers are one burst: in a small program the last forks the zygote, so
+    that the first (which takes the first task) does not wait for that fork; in a large one
+    (a fork of it is slow) the first does, as the program forks the others. A burst cut short
+    leaves the next process started directly to fork it."""
     seen = run_program(
         tmp_path,
         """
         def wait_for(reader):
             reader.recv_bytes()
+
+        def forked_by_when_large():
+            os.kill(_zygote._state.zygote.pid, signal.SIGKILL)
+            _zygote._state.zygote.forget()  # the next start makes a new one
+            _zygote._state.zygote = None
+            ballast = bytearray(_zygote._LARGE + 2**24)  # written: resident
+            with procpool.Pool(3) as pool:
+                workers = [w.pid for w in pool._pool]
+                forked_by = workers.index(ppid(_zygote._state.zygote.pid))
+            del ballast
+            return forked_by
 
         if __name__ == "__main__":
             with procpool.Pool(3) as pool:
@@ -478,6 +490,7 @@ def test_the_last_of_a_pools_first_workers_forks_the_zygote(tmp_path: Path) -> N
                 forked_by=workers.index(zygote_parent),
                 made_in_burst=made_in_burst,
                 forked_by_second=ppid(_zygote._state.zygote.pid) == second.pid,
+                forked_by_when_large=forked_by_when_large(),
             )
             writer.send_bytes(b"")
             writer.send_bytes(b"")
@@ -485,4 +498,9 @@ def test_the_last_of_a_pools_first_workers_forks_the_zygote(tmp_path: Path) -> N
             second.join()
         """,
     )
-    assert seen == {"forked_by": 2, "made_in_burst": False, "forked_by_second": True}
+    assert seen == {
+        "forked_by": 2,
+        "made_in_burst": False,
+        "forked_by_second": True,
+        "forked_by_when_large": 0,
+    }
