@@ -13,11 +13,11 @@ So procpool's ``forkserver`` method starts a process in one of three ways:
   sockets it inherited but was not given (as the zygote below does, so that no end of file is
   held up by it) and is then bootstrapped from the same pickled process object as any
   forkserver child, so it behaves exactly like one that came from the fork server (with no
-  preparation data to apply: it is a copy of the parent as it is now). The first such
-  child (the last of a pool's first workers, see ``burst``) forks the *zygote*, once it has
-  closed those pipes and sockets (so that the zygote has none to close), so that this process
-  does not wait for that fork; the zygote sets itself up only when its first request comes,
-  leaving the CPUs to the workers starting meanwhile.
+  preparation data to apply: it is a copy of the parent as it is now). The first such child
+  (in a small program, the last of a pool's first workers: see ``burst``) forks the *zygote*,
+  once it has closed those pipes and sockets (so that the zygote has none to close), so that
+  this process does not wait for that fork; the zygote sets itself up only when its first
+  request comes, leaving the CPUs to the workers starting meanwhile.
 - **Once it has other threads**, the *zygote* forks the child: a single-threaded copy of this
   process as it was at its first start, with every module already imported, that forks each new
   process on request. It never has another thread, so its children never inherit a held lock,
