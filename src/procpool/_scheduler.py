@@ -177,8 +177,8 @@ class ProcessBackend:
         self._lifeline_r, self._lifeline_w = Pipe(duplex=False)
         try:
             # The first workers start in the caller's thread, so that a failure to start one
-            # (no memory, no file descriptors) raises from the Pool constructor; the last of
-            # them makes the zygote, if one is made, so that the first do not wait for it.
+            # (no memory, no file descriptors) raises from the Pool constructor; which of them
+            # forks the zygote, if one is made, is the burst's to say (see _zygote.burst).
             actions = self._policy.start()
             with zygote_burst(len(actions)):
                 for action in actions:
