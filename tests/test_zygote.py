@@ -352,3 +352,155 @@ def test_children_never_collect_the_programs_garbage(tmp_path: Path) -> None:
         """,
     )
     assert seen == {"types": [["ForkPopen"], ["Popen"]], "finalized_in": [True]}
+
+
+def test_a_child_forked_from_the_program_unpickles_its_process_object(tmp_path: Path) -> None:
+    """A child forked from the program gets its process object unpickled, as a fork server's
+    child does, not the copy it inherited: an argument that leaves its pipe out of its pickled
+    state and makes a new one in ``__setstate__`` works in the child (the inherited copy would
+    hold a descriptor the child has closed). Whatever the child cannot be given is refused, as
+    by a fork server."""
+    seen = run_program(
+        tmp_path,
+        """
+        class Reconnecting:
+            def __init__(self):
+                self.reader, self.writer = os.pipe()
+
+            def __getstate__(self):
+                return {}
+
+            def __setstate__(self, state):
+                self.__init__()
+
+        def works(arg):
+            os.write(arg.writer, b"x")
+            return os.read(arg.reader, 1) == b"x"
+
+        def refused():
+            try:
+                procpool.Process(target=works, args=(threading.Lock(),)).start()
+            except TypeError as exc:
+                return "pickle" in str(exc)
+            return False
+
+        if __name__ == "__main__":
+            process = procpool.Process(target=works, args=(Reconnecting(),))
+            process.start()
+            report(
+                type=type(process._popen).__name__,
+                works=process.result(timeout=30),
+                refused=refused(),
+            )
+        """,
+    )
+    assert seen == {"type": "ForkPopen", "works": True, "refused": True}
+
+
+def test_the_zygote_idles_until_its_first_request_and_ignores_ctrl_c(tmp_path: Path) -> None:
+    """While the program starts its first workers, the zygote does nothing but wait (it sets
+    itself up at its first request); it ignores Ctrl-C from the start, and the processes it
+    forks get the program's handler back."""
+    seen = run_program(
+        tmp_path,
+        """
+        def descriptor_kinds(pid):
+            kinds = set()
+            for entry in os.listdir(f"/proc/{pid}/fd"):
+                if int(entry) > 2:
+                    target = os.readlink(f"/proc/{pid}/fd/{entry}")
+                    kinds.add(target.split(":")[0] if ":" in target else "file")
+            return sorted(kinds)
+
+        def ignores_interrupt(pid):
+            with open(f"/proc/{pid}/status") as status:
+                ignored = next(line for line in status if line.startswith("SigIgn:"))
+            mask = int(ignored.split()[1], 16)
+            return bool(mask & (1 << (signal.SIGINT - 1)))
+
+        def has_default_interrupt_handler():
+            return signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+        if __name__ == "__main__":
+            pid = make_zygote().pid
+            idle = descriptor_kinds(pid)
+            release = threading.Event()
+            thread = threading.Thread(target=release.wait)
+            thread.start()
+            try:
+                process = procpool.Process(target=has_default_interrupt_handler)
+                process.start()
+                report(
+                    idle=idle,
+                    ignores_interrupt=ignores_interrupt(pid),
+                    type=type(process._popen).__name__,
+                    child_handler=process.result(timeout=30),
+                    serving=descriptor_kinds(pid),
+                )
+            finally:
+                release.set()
+                thread.join()
+        """,
+    )
+    # Its signal pipe (and selector) come with its first request.
+    assert "pipe" not in seen.pop("idle")
+    assert "pipe" in seen.pop("serving")
+    assert seen == {"ignores_interrupt": True, "type": "Popen", "child_handler": True}
+
+
+def test_the_last_of_a_small_pools_first_workers_forks_the_zygote(tmp_path: Path) -> None:
+    """A pool's first workers are one burst: in a small program the last forks the zygote, so
+    that the first (which takes the first task) does not wait for that fork; in a large one
+    (a fork of it is slow) the first does, as the program forks the others. A burst cut short
+    leaves the next process started directly to fork it."""
+    seen = run_program(
+        tmp_path,
+        """
+        def wait_for(reader):
+            reader.recv_bytes()
+
+        def forked_by_when_large():
+            os.kill(_zygote._state.zygote.pid, signal.SIGKILL)
+            _zygote._state.zygote.forget()  # the next start makes a new one
+            _zygote._state.zygote = None
+            ballast = bytearray(_zygote._LARGE + 2**24)  # written: resident
+            with procpool.Pool(3) as pool:
+                workers = [w.pid for w in pool._pool]
+                forked_by = workers.index(ppid(_zygote._state.zygote.pid))
+            del ballast
+            return forked_by
+
+        if __name__ == "__main__":
+            with procpool.Pool(3) as pool:
+                zygote_parent = ppid(_zygote._state.zygote.pid)
+                workers = [w.pid for w in pool._pool]
+                pool_zygote = _zygote._state.zygote.pid
+            os.kill(pool_zygote, signal.SIGKILL)
+            fd = os.pidfd_open(pool_zygote)
+            multiprocessing.connection.wait([fd])
+            os.close(fd)
+            reader, writer = multiprocessing.Pipe(duplex=False)
+            with _zygote.burst(3):  # only one of the three comes
+                first = procpool.Process(target=wait_for, args=(reader,))
+                first.start()
+                made_in_burst = _zygote._state.zygote.alive()
+            second = procpool.Process(target=wait_for, args=(reader,))
+            second.start()
+            report(
+                forked_by=workers.index(zygote_parent),
+                made_in_burst=made_in_burst,
+                forked_by_second=ppid(_zygote._state.zygote.pid) == second.pid,
+                forked_by_when_large=forked_by_when_large(),
+            )
+            writer.send_bytes(b"")
+            writer.send_bytes(b"")
+            first.join()
+            second.join()
+        """,
+    )
+    assert seen == {
+        "forked_by": 2,
+        "made_in_burst": False,
+        "forked_by_second": True,
+        "forked_by_when_large": 0,
+    }

@@ -88,6 +88,7 @@ from ._serialize import decode_exception
 from ._shm import Lent, Segment, SegmentMaps, SegmentPool, SegmentRef
 from ._tasks import ErrorFactory, TaskCore
 from ._worker import worker_main
+from ._zygote import burst as zygote_burst
 
 __all__ = ["ProcessBackend"]
 
@@ -182,10 +183,13 @@ class ProcessBackend:
         self._lifeline_r, self._lifeline_w = Pipe(duplex=False)
         try:
             # The first workers start in the caller's thread, so that a failure to start one
-            # (no memory, no file descriptors) raises from the Pool constructor.
-            for action in self._policy.start():
-                assert isinstance(action, Spawn)
-                self._spawn(action.wid)
+            # (no memory, no file descriptors) raises from the Pool constructor; which of them
+            # forks the zygote, if one is made, is the burst's to say (see _zygote.burst).
+            actions = self._policy.start()
+            with zygote_burst(len(actions)):
+                for action in actions:
+                    assert isinstance(action, Spawn)
+                    self._spawn(action.wid)
         except BaseException:
             self._abort_startup()
             raise
