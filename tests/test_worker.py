@@ -3,6 +3,7 @@ reports, which the scheduler relies on."""
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import socket
@@ -170,3 +171,14 @@ def test_a_task_whose_items_fail_alone_marks_each_item_and_skips_fallen_ones(
         4,
     ]
     assert harness.marker.read() == (7, 5)  # past the last item: none of them is running
+
+
+def test_no_marker_when_the_system_refuses_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that cannot make its marker (no descriptor left) serves without one: its
+    death then fails the whole task it was running."""
+
+    def refuse(*_: object) -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "memfd_create", refuse)
+    assert CallMarker.create() is None

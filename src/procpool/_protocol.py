@@ -189,12 +189,21 @@ class CallMarker:
 
     @classmethod
     def create(cls) -> tuple[CallMarker, int] | None:
-        """A new marker and its descriptor (to send, then close); None without memfd."""
+        """A new marker and its descriptor (to send, then close); None without memfd, or if
+        the system refuses one (no descriptor or memory left): the worker then runs without,
+        and a death fails the whole task it was running."""
         if not ITEMS_MARKED:
             return None
-        fd = os.memfd_create("procpool-marker", os.MFD_CLOEXEC)
-        os.ftruncate(fd, _MARK.size)
-        marker = cls(fd)
+        try:
+            fd = os.memfd_create("procpool-marker", os.MFD_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            os.ftruncate(fd, _MARK.size)
+            marker = cls(fd)
+        except OSError:
+            os.close(fd)
+            return None
         marker.mark(-1, -1)  # no task has an id below 0
         return marker, fd
 
