@@ -76,6 +76,13 @@ class _Raised:
         self.error = error
 
 
+def _handed(item: Any) -> Any:
+    """An imap's item as its consumer gets it: the value, or the item's exception raised."""
+    if type(item) is _Raised:
+        raise item.error
+    return item
+
+
 def _decoder(
     status: Status,
     payload: memoryview,
@@ -607,9 +614,7 @@ class _LazyIterator(_FeederSide, Generic[T]):
             except IndexError:
                 pass  # another consumer took the last one: wait as usual
             else:
-                if type(item) is _Raised:
-                    raise item.error
-                return item  # type: ignore[no-any-return]
+                return _handed(item)  # type: ignore[no-any-return]
         return self.next()
 
     def next(self, timeout: float | None = None) -> T:
@@ -638,10 +643,7 @@ class _LazyIterator(_FeederSide, Generic[T]):
                         self._progress.join()  # the last report is out before the loop ends
                     raise
                 if decode is None:
-                    item = self._items.popleft()
-                    if type(item) is _Raised:
-                        raise item.error
-                    return item  # type: ignore[no-any-return]
+                    return _handed(self._items.popleft())  # type: ignore[no-any-return]
                 success, value = decode()
                 if not success:
                     raise value
